@@ -1,0 +1,201 @@
+"""The ``bnstruct`` command line.
+
+Every user error (a :class:`~bnstruct.errors.BnstructError`) is printed as one line on stderr
+with exit code 2 and no traceback; nothing is written for rejected input.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import BnstructError, ConfigError
+
+app = typer.Typer(
+    name="bnstruct",
+    help="Bottleneck structure in deep L2-regularized networks: train, diagnose, reproduce.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console() if sys.stdout.isatty() else Console(width=240)
+err = Console(stderr=True)
+
+
+class Fmt(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _df_table(df, title: str | None = None, floatfmt: str = "{:.4g}") -> Table:  # type: ignore[no-untyped-def]
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for c in df.columns:
+        t.add_column(str(c), justify="right" if df[c].dtype.kind in "fiu" else "left")
+    for _, row in df.iterrows():
+        t.add_row(*[floatfmt.format(v) if isinstance(v, float) else str(v) for v in row])
+    return t
+
+
+def _parse_width(text: str) -> int | tuple[int, ...]:
+    try:
+        ws = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--width {text!r} must be an integer or a comma list of integers"
+                          ) from None
+    return ws[0] if len(ws) == 1 else ws
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Option(help="composite | teacher | symmetry | linear | digits")
+                    ] = "composite",
+    data: Annotated[Path | None, typer.Option(
+        help=".npz with arrays X, Y (optional X_test, Y_test); replaces --task")] = None,
+    model: Annotated[str, typer.Option(help="mlp (ReLU) or linear (deep linear)")] = "mlp",
+    k: Annotated[int | None, typer.Option(help="bottleneck rank of the task")] = None,
+    n_train: Annotated[int | None, typer.Option(help="training points")] = None,
+    n_test: Annotated[int | None, typer.Option(help="test points")] = None,
+    data_seed: Annotated[int, typer.Option(help="seed of the task's data")] = 0,
+    depth: Annotated[int, typer.Option(help="number of weight matrices L")] = 12,
+    width: Annotated[str, typer.Option(help="hidden width, or a comma list of L-1 widths")
+                     ] = "64",
+    lam: Annotated[float, typer.Option(
+        help="penalty weight on ||theta||^2 (PyTorch weight_decay = 2*lam)")] = 0.02,
+    lr: Annotated[float | None, typer.Option(
+        help="learning rate (adam default 1.5e-3, gd default 0.05)")] = None,
+    optimizer: Annotated[str, typer.Option(
+        help="adam: 3-stage penalty warm-up recipe; gd: one full-batch GD stage")] = "adam",
+    steps: Annotated[int, typer.Option(help="total optimizer steps")] = 6000,
+    stage: Annotated[list[str] | None, typer.Option(
+        help="explicit stage OPT:LR:LAM:STEPS[:BATCH], repeatable; overrides "
+             "--optimizer/--lr/--lam/--steps")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the init (and minibatches)")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32 | float64")] = "float32",
+    out_dir: Annotated[Path, typer.Option("--out", help="store directory")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="run name (default from the config)")
+                    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue or reuse an existing run")] = False,
+    log_every: Annotated[int, typer.Option(help="history row every N steps")] = 100,
+    checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps")] = 1000,
+    quiet: Annotated[bool, typer.Option(help="no progress bar; print one line")] = False,
+) -> None:
+    """Train one L2-regularized network and store it as a run directory."""
+    from .config import ModelSpec, RunConfig, resolve_device
+    from .store import run
+    from .tasks import TASKS, TaskSpec, from_npz
+    from .training import Stage, default_recipe, parse_stage
+
+    for nm, v in (("depth", depth), ("steps", steps), ("log-every", log_every),
+                  ("checkpoint-every", checkpoint_every)):
+        if v < 1:
+            raise ConfigError(f"--{nm} must be >= 1, got {v}")
+    if lam < 0:
+        raise ConfigError(f"--lam must be >= 0, got {lam}")
+    if lr is not None and lr <= 0:
+        raise ConfigError(f"--lr must be > 0, got {lr}")
+    if optimizer not in ("adam", "gd"):
+        raise ConfigError(f"--optimizer must be adam or gd, got {optimizer!r}")
+    resolve_device(device)
+    kwargs: dict[str, object] = {"seed": data_seed}
+    if data is not None:
+        if k is not None:
+            raise ConfigError("--k does not apply to --data (the rank of file data is unknown)")
+        spec = TaskSpec(data.stem, tuple(sorted(kwargs.items())), str(data))
+        the_task = from_npz(data, seed=data_seed)
+        if n_train is not None or n_test is not None:
+            raise ConfigError("--n-train/--n-test do not apply to --data: subsample the file")
+    else:
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+        for opt_name, v in (("k", k), ("n_train", n_train), ("n_test", n_test)):
+            if v is not None:
+                kwargs[opt_name] = v
+        spec = TaskSpec(task, tuple(sorted(kwargs.items())))
+        the_task = spec.build()
+    if stage:
+        stages = tuple(parse_stage(s) for s in stage)
+    elif optimizer == "gd":
+        stages = (Stage("gd", lr if lr is not None else 0.05, lam, steps),)
+    else:
+        stages = default_recipe(lam=lam, steps=steps, lr=lr if lr is not None else 1.5e-3)
+    cfg = RunConfig(task=spec, model=ModelSpec(model, _parse_width(width), depth), stages=stages,
+                    seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
+                    dtype=dtype, device=device)
+    r = run(cfg, out_dir, name=name, resume=resume, progress=False if quiet else None,
+            task=the_task if data is not None else None)
+    fin = r.summary["final"]
+    line = (f"{r.status}: {r.path}  steps {r.summary['step']}  "
+            f"rel_fit {fin.get('rel_fit', float('nan')):.3e}  "
+            f"param_norm2 {fin.get('param_norm2', float('nan')):.2f}  "
+            f"rel_test {fin.get('rel_test_error', float('nan')):.3e}  "
+            f"{r.summary['seconds']:.1f}s")
+    if the_task.bn_rank:
+        ratio = fin.get("param_norm2", float("nan")) / (the_task.bn_rank * depth)
+        line += f"  param_norm2/(kL) {ratio:.2f}"
+    out.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command("runs")
+def runs_cmd(
+    store: Annotated[Path, typer.Argument(help="store directory")] = Path("runs"),
+    where: Annotated[str | None, typer.Option(help="SQL WHERE clause, e.g. \"depth > 10\"")
+                     ] = None,
+    fmt: Annotated[Fmt, typer.Option("--format", help="table | csv | json")] = Fmt.table,
+    columns: Annotated[str | None, typer.Option(help="comma list of columns to show")
+                       ] = None,
+) -> None:
+    """List the runs of a store (its SQLite index)."""
+    from .store import runs
+
+    df = runs(store, where)
+    if columns:
+        cols = [c.strip() for c in columns.split(",")]
+        bad = [c for c in cols if c not in df.columns]
+        if bad:
+            raise ConfigError(f"unknown column(s) {bad}; available: {list(df.columns)}")
+        df = df[cols]
+    elif fmt is Fmt.table:
+        df = df[["name", "task", "model", "depth", "width", "lam", "status", "rel_fit",
+                 "rel_test_error", "param_norm2", "norm2_per_kL", "seconds"]]
+    if fmt is Fmt.csv:
+        sys.stdout.write(df.to_csv(index=False))
+    elif fmt is Fmt.json:
+        sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
+    else:
+        out.print(_df_table(df, title=f"{len(df)} run(s) in {store}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app, turning user errors into one line and exit code 2."""
+    import click
+
+    cmd = typer.main.get_command(app)
+    try:
+        cmd.main(args=argv, prog_name="bnstruct", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except BnstructError as e:
+        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Frozen, strict run configurations: what a run directory's ``config.json`` holds.
+
+``from_dict`` rejects unknown keys and wrong types with a message naming the key, so a config
+file with a typo is an error, not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+
+from .errors import ConfigError
+from .models import MLP, DeepLinear, _Chain
+from .tasks import TaskSpec
+from .training import Stage, default_recipe
+
+__all__ = ["ModelSpec", "RunConfig", "DTYPES", "resolve_device"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but no GPU is available: use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}: use auto, cpu or cuda") from None
+
+
+def _strict(cls: type, d: Any, where: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(d).__name__}")
+    names = {f.name for f in fields(cls)}
+    bad = sorted(set(d) - names)
+    if bad:
+        raise ConfigError(f"{where}: unknown key(s) {bad}; allowed: {sorted(names)}")
+    return dict(d)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``kind`` ``mlp`` (ReLU, biases) or ``linear`` (:class:`~bnstruct.DeepLinear`)."""
+
+    kind: Literal["mlp", "linear"] = "mlp"
+    width: int | tuple[int, ...] = 64
+    depth: int = 12
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mlp", "linear"):
+            raise ConfigError(f"model must be mlp or linear, got {self.kind!r}")
+        if not isinstance(self.depth, int) or self.depth < 1:
+            raise ConfigError(f"depth must be an integer >= 1, got {self.depth!r}")
+        ws = self.width if isinstance(self.width, tuple) else (self.width,)
+        if not all(isinstance(w, int) and w >= 1 for w in ws):
+            raise ConfigError(f"width must be integer(s) >= 1, got {self.width!r}")
+
+    def build(self, d_in: int, d_out: int, *, seed: int, dtype: torch.dtype,
+              device: torch.device) -> _Chain:
+        width = list(self.width) if isinstance(self.width, tuple) else self.width
+        if self.kind == "linear":
+            return DeepLinear(d_in, width, self.depth, d_out, seed=seed, dtype=dtype,
+                              device=device)
+        return MLP(d_in, width, self.depth, d_out, bias=self.bias, seed=seed, dtype=dtype,
+                   device=device)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ModelSpec:
+        d = _strict(cls, d, "model")
+        if isinstance(d.get("width"), list):
+            d["width"] = tuple(d["width"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run. Its :meth:`digest` names the run in a store."""
+
+    task: TaskSpec = field(default_factory=lambda: TaskSpec("composite"))
+    model: ModelSpec = field(default_factory=ModelSpec)
+    stages: tuple[Stage, ...] = field(default_factory=default_recipe)
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int | None = 1000
+    dtype: str = "float32"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if not self.stages:
+            raise ConfigError("a run needs at least one stage")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.log_every, int) or self.log_every < 1:
+            raise ConfigError(f"log_every must be an integer >= 1, got {self.log_every!r}")
+        if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
+                                                  or self.checkpoint_every < 1):
+            raise ConfigError(f"checkpoint_every must be >= 1 or None, got "
+                              f"{self.checkpoint_every!r}")
+
+    @property
+    def steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["task"] = self.task.to_dict()
+        d["stages"] = [asdict(s) for s in self.stages]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> RunConfig:
+        d = _strict(cls, d, "config")
+        if "task" in d:
+            d["task"] = TaskSpec.from_dict(_strict(TaskSpec, d["task"], "task"))
+        if "model" in d:
+            d["model"] = ModelSpec.from_dict(d["model"])
+        if "stages" in d:
+            d["stages"] = tuple(Stage(**_strict(Stage, s, "stage")) for s in d["stages"])
+        return cls(**d)
+
+    def digest(self) -> str:
+        """Hash of everything that changes the result (not ``log_every``, ``checkpoint_every``
+        or ``device``)."""
+        d = self.to_dict()
+        for k in ("log_every", "checkpoint_every", "device"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+    def default_name(self) -> str:
+        m = self.model
+        w = m.width if isinstance(m.width, int) else "x".join(map(str, m.width))
+        return f"{self.task.name}-{m.kind}-L{m.depth}-w{w}-s{self.seed}-{self.digest()}"

@@ -1,0 +1,234 @@
+"""Run directories and the store's SQLite index.
+
+A store is a directory of runs plus ``index.sqlite`` (WAL mode). A run directory holds
+
+- ``config.json``   the complete :class:`~bnstruct.config.RunConfig` plus package versions,
+- ``weights.safetensors``  final weights (``model.state_dict()`` names),
+- ``history.csv``   one row per logged step (:data:`~bnstruct.training.HISTORY_COLUMNS`),
+- ``summary.json``  status (``completed`` | ``diverged`` | ``interrupted``) and final metrics,
+- ``data.safetensors``  only for tasks loaded from a file (built-in tasks are rebuilt from
+  their seed),
+- ``checkpoint.*`` while a run is unfinished.
+
+Every file is written to a temporary name and renamed, so a killed process never leaves a
+half-written file. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ._io import atomic_write_text, save_tensors
+from .config import DTYPES, RunConfig, resolve_device
+from .errors import BnstructError, ConfigError, RunExistsError
+from .models import _Chain
+from .tasks import Task
+from .training import train
+
+__all__ = ["Run", "run", "load_run", "runs", "INDEX_COLUMNS"]
+
+INDEX = "index.sqlite"
+INDEX_COLUMNS = {
+    "name": "TEXT PRIMARY KEY", "path": "TEXT", "task": "TEXT", "model": "TEXT",
+    "depth": "INTEGER", "width": "TEXT", "d_in": "INTEGER", "d_out": "INTEGER",
+    "n_train": "INTEGER", "k": "INTEGER", "optimizer": "TEXT", "lr": "REAL", "lam": "REAL",
+    "steps": "INTEGER", "seed": "INTEGER", "dtype": "TEXT", "status": "TEXT", "step": "INTEGER",
+    "seconds": "REAL", "fit": "REAL", "rel_fit": "REAL", "test_error": "REAL",
+    "rel_test_error": "REAL", "param_norm2": "REAL", "objective": "REAL",
+    "norm2_per_kL": "REAL", "digest": "TEXT", "created": "TEXT", "config_json": "TEXT",
+}
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+
+    return {"bnstruct": __version__, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+@contextmanager
+def _index(root: Path) -> Iterator[sqlite3.Connection]:
+    con = sqlite3.connect(root / INDEX, timeout=60)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        cols = ", ".join(f'"{k}" {v}' for k, v in INDEX_COLUMNS.items())
+        con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+        yield con
+        con.commit()
+    finally:
+        con.close()
+
+
+def _index_row(path: Path, config: RunConfig, task: Task, summary: dict[str, Any]
+               ) -> dict[str, Any]:
+    last = config.stages[-1]
+    m = config.model
+    fin = summary.get("final", {})
+    k = task.bn_rank
+    return {
+        "name": path.name, "path": str(path.resolve()), "task": config.task.name,
+        "model": m.kind, "depth": m.depth,
+        "width": str(m.width if isinstance(m.width, int) else list(m.width)),
+        "d_in": task.d_in, "d_out": task.d_out, "n_train": task.n_train, "k": k,
+        "optimizer": last.optimizer, "lr": last.lr, "lam": last.lam, "steps": config.steps,
+        "seed": config.seed, "dtype": config.dtype, "status": summary["status"],
+        "step": summary["step"], "seconds": summary["seconds"], "fit": fin.get("fit"),
+        "rel_fit": fin.get("rel_fit"), "test_error": fin.get("test_error"),
+        "rel_test_error": fin.get("rel_test_error"), "param_norm2": fin.get("param_norm2"),
+        "objective": fin.get("objective"),
+        "norm2_per_kL": (fin["param_norm2"] / (k * m.depth)
+                         if k and fin.get("param_norm2") is not None else None),
+        "digest": config.digest(), "created": summary.get("created"),
+        "config_json": json.dumps(config.to_dict(), sort_keys=True),
+    }
+
+
+def _register(root: Path, row: dict[str, Any]) -> None:
+    cols = ", ".join(f'"{c}"' for c in row)
+    qs = ", ".join("?" for _ in row)
+    with _index(root) as con:
+        con.execute(f"INSERT OR REPLACE INTO runs ({cols}) VALUES ({qs})", list(row.values()))
+
+
+@dataclass
+class Run:
+    """A run loaded from (or just written to) its directory."""
+
+    path: Path
+    config: RunConfig
+    model: _Chain
+    task: Task
+    history: pd.DataFrame
+    summary: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.summary["status"])
+
+
+def _task_for(config: RunConfig, path: Path) -> Task:
+    data = path / "data.safetensors"
+    if data.exists():
+        from safetensors.torch import load_file
+
+        t = load_file(str(data))
+        return Task(config.task.name, t["X"], t["Y"], t["X_test"], t["Y_test"], None, {})
+    return config.task.build()
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to {root} ({e.strerror}): choose another --out") from None
+
+
+def run(config: RunConfig, store: str | Path = "runs", *, name: str | None = None,
+        resume: bool = False, progress: bool | None = None, task: Task | None = None) -> Run:
+    """Train ``config`` into ``store/name`` (default name: :meth:`RunConfig.default_name`).
+
+    An existing run directory is an error unless ``resume=True``: then a finished run is
+    loaded as is (no training) and an unfinished one continues from its checkpoint to the same
+    weights an uninterrupted run gives. ``task`` overrides ``config.task.build()`` (used for
+    data loaded from a file, which is then copied into the run directory).
+    """
+    root = Path(store)
+    name = name or config.default_name()
+    path = root / name
+    if path.exists() and (path / "config.json").exists():
+        if not resume:
+            raise RunExistsError(f"run {path} already exists: pass --resume to continue or "
+                                 "reuse it, or choose another --name")
+        old = json.loads((path / "config.json").read_text())["config"]
+        if RunConfig.from_dict(old).digest() != config.digest():
+            raise RunExistsError(f"run {path} exists with a different configuration: choose "
+                                 "another --name")
+        summ = path / "summary.json"
+        if summ.exists() and json.loads(summ.read_text())["status"] in ("completed", "diverged"):
+            return load_run(path)
+    device = resolve_device(config.device)
+    dtype = DTYPES[config.dtype]
+    if task is None:
+        task = _task_for(config, path)
+    _check_writable(root)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "config.json").exists():
+        atomic_write_text(path / "config.json", json.dumps(
+            {"config": config.to_dict(), "versions": _versions(), "bn_rank": task.bn_rank,
+             "fingerprint": task.fingerprint()}, indent=2))
+        if config.task.data is not None:
+            save_tensors(path / "data.safetensors", {"X": task.X, "Y": task.Y,
+                                                      "X_test": task.X_test,
+                                                      "Y_test": task.Y_test})
+    model = config.model.build(task.d_in, task.d_out, seed=config.seed, dtype=dtype,
+                               device=device)
+    created = time.strftime("%Y-%m-%dT%H:%M:%S")
+    res = train(model, task, config.stages, seed=config.seed, log_every=config.log_every,
+                checkpoint=path / "checkpoint", checkpoint_every=config.checkpoint_every,
+                resume=resume, progress=progress)
+    atomic_write_text(path / "history.csv", res.history.to_csv(index=False))
+    save_tensors(path / "weights.safetensors", model.state_dict())
+    summary = {"status": res.status, "step": res.steps, "diverged_at": res.diverged_at,
+               "seconds": res.seconds, "final": res.final, "created": created,
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": str(device),
+               "bn_rank": task.bn_rank}
+    atomic_write_text(path / "summary.json", json.dumps(summary, indent=2))
+    if res.status in ("completed", "diverged"):
+        for suffix in (".safetensors", ".json"):
+            (path / f"checkpoint{suffix}").unlink(missing_ok=True)
+    _register(root, _index_row(path, config, task, summary))
+    return Run(path, config, model, task, res.history, summary)
+
+
+def load_run(path: str | Path, *, device: str = "cpu") -> Run:
+    """Load a run directory: model (weights from safetensors), task, config, history, summary."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise BnstructError(f"{path} is not a run directory (no config.json)")
+    meta = json.loads((path / "config.json").read_text())
+    config = RunConfig.from_dict(meta["config"])
+    summ = path / "summary.json"
+    if not summ.exists() or not (path / "weights.safetensors").exists():
+        raise BnstructError(f"run {path} has not finished (no summary/weights): resume it with "
+                            "bnstruct train ... --resume")
+    summary = json.loads(summ.read_text())
+    task = _task_for(config, path)
+    dev = resolve_device(device)
+    model = config.model.build(task.d_in, task.d_out, seed=config.seed,
+                               dtype=DTYPES[config.dtype], device=dev)
+    model.load_state_dict(load_file(str(path / "weights.safetensors"), device=str(dev)))
+    history = pd.read_csv(path / "history.csv")
+    return Run(path, config, model, task, history, summary)
+
+
+def runs(store: str | Path = "runs", where: str | None = None) -> pd.DataFrame:
+    """The store's index as a DataFrame, optionally filtered by an SQL ``WHERE`` clause over
+    :data:`INDEX_COLUMNS` (e.g. ``"task = 'composite' AND depth >= 10"``)."""
+    root = Path(store)
+    if not (root / INDEX).exists():
+        raise BnstructError(f"{root} is not a bnstruct store (no {INDEX})")
+    q = "SELECT * FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY name"
+    con = sqlite3.connect(f"file:{root / INDEX}?mode=ro", uri=True)
+    try:
+        return pd.read_sql_query(q, con)
+    except (sqlite3.OperationalError, pd.errors.DatabaseError) as e:
+        raise BnstructError(f"bad --where clause {where!r}: {e}") from None
+    finally:
+        con.close()
