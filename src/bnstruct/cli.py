@@ -173,21 +173,74 @@ def runs_cmd(
         out.print(_df_table(df, title=f"{len(df)} run(s) in {store}"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the app, turning user errors into one line and exit code 2."""
-    import click
+@app.command("fit-depth")
+def fit_depth_cmd(
+    store: Annotated[Path, typer.Argument(help="store directory")] = Path("runs"),
+    where: Annotated[str | None, typer.Option(help="SQL WHERE clause, e.g. \"task = 'composite'\"")
+                     ] = None,
+    k: Annotated[float | None, typer.Option(
+        help="fix the slope R0 at K (e.g. the known rank) and fit only R1")] = None,
+    order: Annotated[int, typer.Option(help="1: norm2 = R0 L + R1;  2: adds R2 / L")] = 1,
+    fmt: Annotated[Fmt, typer.Option("--format", help="table | csv | json")] = Fmt.table,
+) -> None:
+    """Fit ||theta||^2 = R0 L + R1 across depths, per task/model/width/lam (completed runs)."""
+    from .theory import fit_depth_runs
 
-    cmd = typer.main.get_command(app)
+    df = fit_depth_runs(store, where=where, k=k, order=order)
+    if fmt is Fmt.csv:
+        sys.stdout.write(df.to_csv(index=False))
+        return
+    if fmt is Fmt.json:
+        sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
+        return
+    show = df.copy()
+    for c in ("R0", "R1", "R2"):
+        if c in show.columns:
+            show[c] = [f"{v:.4g} ± {e:.2g}" for v, e in zip(show[c], show[f"{c}_err"],
+                                                           strict=True)]
+            show = show.drop(columns=f"{c}_err")
+    show = show.drop(columns=["task_options", "sigma"])
+    out.print(_df_table(show, title=f"depth fits (OLS, ± 1 standard error) in {store}"
+                                    + (f", slope fixed at k={k:g}" if k is not None else "")))
+
+
+bench_app = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same process.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    depth: Annotated[int, typer.Option(help="number of weight matrices")] = 12,
+    width: Annotated[int, typer.Option(help="hidden width")] = 64,
+    n: Annotated[int, typer.Option(help="training points (full batch)")] = 256,
+    rounds: Annotated[int, typer.Option(help="interleaved timing rounds")] = 5,
+) -> None:
+    """Time bnstruct's training step against a plain PyTorch loop (the composite task)."""
+    from .bench import bench_train
+
+    for nm, v in (("depth", depth), ("width", width), ("n", n), ("rounds", rounds)):
+        if v < 1:
+            raise ConfigError(f"--{nm} must be >= 1, got {v}")
+    df = bench_train(depth=depth, width=width, n=n, rounds=rounds)
+    out.print(_df_table(df, title=f"training step, L={depth} width={width} N={n} float32, "
+                                  f"{torch_threads()} threads"))
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app, turning user errors into one line and exit code 2.
+
+    Usage errors (unknown option, bad type) are typer's own, also exit code 2."""
     try:
-        cmd.main(args=argv, prog_name="bnstruct", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return int(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        return int(e.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        return 130
+        app(args=argv, prog_name="bnstruct")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BnstructError as e:
         err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
         return 2

@@ -165,7 +165,8 @@ def composite(n_train: int = 256, n_test: int = 256, *, k: int = 2, d_latent: in
     :math:`x = g(z) \in \mathbb R^{d_{in}}`, :math:`y = h(z_1, \dots, z_k) \in \mathbb R^{d_{out}}`
     with random shallow ReLU nets ``g``, ``h`` of width ``hidden``. ``bn_rank = k``: ``y``
     factors through ``k`` latent coordinates (``g`` is injective for ``d_in > d_latent``
-    almost surely). ``meta["Z"]``, ``meta["Z_test"]``: the latents."""
+    almost surely). ``meta["Z"]``, ``meta["Z_test"]``: the latents; ``meta["g"]``,
+    ``meta["h"]``: the raw maps (before the global centering and scaling)."""
     _check_sizes(n_train=n_train, n_test=n_test, k=k, d_latent=d_latent, d_in=d_in, d_out=d_out,
                  hidden=hidden)
     if k > d_latent:
@@ -176,7 +177,8 @@ def composite(n_train: int = 256, n_test: int = 256, *, k: int = 2, d_latent: in
     X, Y = enc(Z), dec(Z[:, :k])
     X, Xt = _normalize(X[:n_train], X[n_train:])
     Y, Yt = _normalize(Y[:n_train], Y[n_train:])
-    return Task("composite", X, Y, Xt, Yt, k, {"Z": Z[:n_train], "Z_test": Z[n_train:]})
+    return Task("composite", X, Y, Xt, Yt, k, {"Z": Z[:n_train], "Z_test": Z[n_train:],
+                                               "g": enc, "h": dec})
 
 
 def teacher(n_train: int = 500, n_test: int = 500, *, k: int = 4, d_in: int = 50,

@@ -10,6 +10,12 @@ import torch
 __all__ = ["assert_close"]
 
 
+def _as_f64(x: Any) -> torch.Tensor:
+    if torch.is_tensor(x):
+        return x.detach().cpu().to(torch.float64)
+    return torch.tensor(np.array(x, dtype=np.float64))  # a copy: pandas may give read-only views
+
+
 def assert_close(actual: Any, expected: Any, *, rtol: float, atol: float, what: str = "") -> None:
     """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise (float64).
 
@@ -17,10 +23,7 @@ def assert_close(actual: Any, expected: Any, *, rtol: float, atol: float, what: 
     how much the arrays differ (worst absolute and relative error and its index), via
     :func:`torch.testing.assert_close`.
     """
-    a = torch.as_tensor(np.asarray(actual.detach().cpu() if torch.is_tensor(actual) else actual),
-                        dtype=torch.float64)
-    e = torch.as_tensor(np.asarray(expected.detach().cpu() if torch.is_tensor(expected)
-                                   else expected), dtype=torch.float64)
+    a, e = _as_f64(actual), _as_f64(expected)
     torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=False,
                                msg=lambda m: f"{what or 'values'} differ (rtol={rtol:g}, "
                                              f"atol={atol:g}):\n{m}")

@@ -121,10 +121,16 @@ class TrainResult:
 
 
 def _make_optimizer(stage: Stage, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The stage's optimizer with the penalty as coupled weight decay ``2 * lam``.
+
+    Fused kernels (one multi-tensor update per step) where PyTorch has them for this
+    device/dtype, else the foreach implementation: same update rule, fewer kernel launches."""
     wd = 2.0 * stage.lam  # d/dtheta lam ||theta||^2 = 2 lam theta: coupled L2 decay
-    if stage.optimizer == "adam":
-        return torch.optim.Adam(params, lr=stage.lr, weight_decay=wd, foreach=True)
-    return torch.optim.SGD(params, lr=stage.lr, weight_decay=wd, foreach=True)
+    cls = torch.optim.Adam if stage.optimizer == "adam" else torch.optim.SGD
+    try:
+        return cls(params, lr=stage.lr, weight_decay=wd, fused=True)
+    except (RuntimeError, TypeError):
+        return cls(params, lr=stage.lr, weight_decay=wd, foreach=True)
 
 
 @torch.no_grad()

@@ -1,0 +1,129 @@
+import pytest
+import torch
+
+import bnstruct as bn
+from bnstruct.testing import assert_close
+
+TASK = bn.tasks.composite(n_train=64, n_test=32, seed=0)
+
+
+def small(seed=0, dtype=torch.float64, depth=4):
+    return bn.MLP(TASK.d_in, 16, depth, TASK.d_out, seed=seed, dtype=dtype)
+
+
+def test_loss_decreases_and_history_is_logged():
+    m = small()
+    r = bn.train(m, TASK, [bn.Stage("adam", 3e-3, 1e-3, 200)], log_every=50, progress=False)
+    h = r.history
+    assert r.status == "completed" and r.steps == 200
+    assert list(h.step) == [0, 50, 100, 150, 200]
+    assert h.objective.iloc[-1] < 0.2 * h.objective.iloc[0]
+    # the logged terms are consistent with the definitions
+    assert_close(h.penalty, h.lam * h.param_norm2, rtol=1e-12, atol=0, what="penalty")
+    assert_close(h.objective, h.fit + h.penalty, rtol=1e-12, atol=0, what="objective")
+    with torch.no_grad():
+        fit = (m(TASK.X) - TASK.Y).pow(2).sum(1).mean().item()
+    assert_close(h.fit.iloc[-1], fit, rtol=1e-12, atol=0, what="final fit")
+
+
+def _manual(stages, seed, explicit_penalty):
+    """Reference: the plain loop a user writes, penalty summed explicitly in the loss."""
+    m = small(seed)
+    for st in stages:
+        cls = torch.optim.Adam if st.optimizer == "adam" else torch.optim.SGD
+        opt = cls(m.parameters(), lr=st.lr)
+        for _ in range(st.steps):
+            opt.zero_grad()
+            loss = (m(TASK.X) - TASK.Y).pow(2).sum(1).mean()
+            if explicit_penalty:
+                loss = loss + st.lam * sum(p.pow(2).sum() for p in m.parameters())
+            loss.backward()
+            opt.step()
+    return m
+
+
+@pytest.mark.parametrize("opt", ["gd", "adam"])
+@pytest.mark.parametrize("lam", [0.0, 0.01])
+def test_objective_matches_a_plain_pytorch_loop(opt, lam):
+    stages = [bn.Stage(opt, 1e-2 if opt == "gd" else 1e-3, lam, 30)]
+    m = small(1)
+    bn.train(m, TASK, stages, progress=False)
+    ref = _manual(stages, 1, explicit_penalty=True)
+    for p, q in zip(m.parameters(), ref.parameters(), strict=True):
+        assert_close(p, q, rtol=1e-9, atol=1e-11, what=f"{opt} lam={lam} weights")
+
+
+def test_penalty_changes_the_result():
+    # guards the test above: with lam > 0 the unpenalized loop must differ
+    stages = [bn.Stage("gd", 1e-2, 0.05, 30)]
+    m = small(1)
+    bn.train(m, TASK, stages, progress=False)
+    ref = _manual(stages, 1, explicit_penalty=False)
+    diff = max((p - q).abs().max().item() for p, q in zip(m.parameters(), ref.parameters(),
+                                                          strict=True))
+    assert diff > 1e-4
+
+
+def test_same_seed_bit_identical_weights():
+    stages = [bn.Stage("adam", 1e-3, 0.0, 20), bn.Stage("adam", 1e-3, 0.01, 20, batch_size=16)]
+    ws = []
+    for _ in range(2):
+        m = small(2, torch.float32)
+        bn.train(m, TASK, stages, seed=7, progress=False)
+        ws.append([p.detach().clone() for p in m.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*ws, strict=True))
+    m = small(2, torch.float32)
+    bn.train(m, TASK, stages, seed=8, progress=False)  # other minibatch order
+    assert not all(torch.equal(a, b.detach()) for a, b in zip(ws[0], m.parameters(),
+                                                              strict=True))
+
+
+def test_divergence_is_recorded_not_raised():
+    m = small()
+    r = bn.train(m, TASK, [bn.Stage("gd", 1e3, 0.0, 500)], log_every=10, progress=False)
+    assert r.status == "diverged"
+    assert r.diverged_at is not None and 0 < r.diverged_at < 500
+
+
+@pytest.mark.parametrize("interrupt_at", [30, 60])
+def test_resume_equals_uninterrupted(tmp_path, interrupt_at):
+    stages = [bn.Stage("adam", 2e-3, 0.0, 40), bn.Stage("adam", 1e-3, 0.01, 40, batch_size=24)]
+    full = small(3, torch.float32)
+    ref = bn.train(full, TASK, stages, seed=1, log_every=10, progress=False)
+
+    def stop(step, row):
+        if step == interrupt_at:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck"
+    m = small(3, torch.float32)
+    r1 = bn.train(m, TASK, stages, seed=1, log_every=10, checkpoint=ck, checkpoint_every=10,
+                  callback=stop, progress=False)
+    assert r1.status == "interrupted" and r1.steps == interrupt_at
+    m2 = small(99, torch.float32)  # a fresh model: everything must come from the checkpoint
+    r2 = bn.train(m2, TASK, stages, seed=1, log_every=10, checkpoint=ck, checkpoint_every=10,
+                  resume=True, progress=False)
+    assert r2.status == "completed" and r2.steps == 80
+    for p, q in zip(m2.parameters(), full.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert list(r2.history.step) == list(ref.history.step)
+
+
+def test_default_recipe_warms_the_penalty_up():
+    st = bn.default_recipe(lam=0.01, steps=600)
+    assert [s.lam for s in st] == [0.0, 0.01, 0.01]
+    assert sum(s.steps for s in st) == 600
+
+
+def test_stage_validation():
+    with pytest.raises(bn.ConfigError, match="lr"):
+        bn.Stage("adam", -1.0, 0.0, 10)
+    with pytest.raises(bn.ConfigError, match="lam"):
+        bn.Stage("adam", 1e-3, -0.1, 10)
+    with pytest.raises(bn.ConfigError, match="steps"):
+        bn.Stage("adam", 1e-3, 0.0, 0)
+    with pytest.raises(bn.ConfigError, match="optimizer"):
+        bn.Stage("sgdm", 1e-3, 0.0, 10)
+    assert bn.parse_stage("gd:0.1:0.002:50:8") == bn.Stage("gd", 0.1, 0.002, 50, 8)
+    with pytest.raises(bn.ConfigError, match="OPT:LR:LAM:STEPS"):
+        bn.parse_stage("adam:1e-3")
