@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-__all__ = ["matmul_rate", "time_interleaved", "bench_train", "mlp_step_flops"]
+__all__ = ["matmul_rate", "time_interleaved", "bench_train", "mlp_step_flops", "bench_ntk"]
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 50,
@@ -106,3 +106,84 @@ def bench_train(*, depth: int = 12, width: int = 64, n: int = 256, lam: float = 
                           "gflops": flops / t / 1e9, "matmul_gflops": rate,
                           "floor_ms": flops / (rate * 1e9) * 1e3}
                          for k, t in best.items()])
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 2**10
+
+
+def bench_ntk(*, depth: int = 12, width: int = 64, n: int = 256, rounds: int = 3,
+              baseline_rounds: int = 1) -> pd.DataFrame:
+    """Time the per-layer NTK against ``torch.func`` Jacobian contraction, float64.
+
+    Network: :class:`bnstruct.MLP` ``(20, width, depth, 20)`` (He init, seed 0) on the
+    ``composite`` task's first ``n`` inputs. Rows:
+
+    - ``ntk full``: :func:`bnstruct.ntk` ``mode="full"`` vs the PyTorch NTK-tutorial
+      contraction (``vmap(jacrev)`` per-sample parameter Jacobians, ``einsum`` per parameter);
+    - ``ntk trace``: ``mode="trace"`` vs per-sample Jacobian norms from ``vmap(jacrev)``;
+    - ``analyze``: wall time of :func:`bnstruct.analyze` (NTK trace and Lanczos top
+      eigenvalue included, no Hessian), target < 3 s;
+    - ``ntk_max_eig``: Lanczos wall time.
+
+    Candidates are timed first (best of ``rounds``) and the process's peak RSS is read before
+    any baseline runs, so ``peak_rss_mb`` of candidate rows bounds their memory; baselines
+    run ``baseline_rounds`` times (the full contraction takes minutes on 2 cores). Every
+    candidate is also checked against its baseline (``max_rel_diff``).
+    """
+    from .diagnostics import analyze, ntk, ntk_max_eig
+    from .diagnostics.reference import ntk_reference
+    from .models import MLP
+    from .tasks import composite
+
+    task = composite(n_train=n, seed=0)
+    X = task.X.to(torch.float64)
+    model = MLP(X.shape[1], width, depth, task.d_out, seed=0, dtype=torch.float64)
+
+    def best(f: Callable[[], object], r: int) -> tuple[float, object]:
+        t_best, val = float("inf"), None
+        for _ in range(r):
+            t = time.perf_counter()
+            val = f()
+            t_best = min(t_best, time.perf_counter() - t)
+        return t_best, val
+
+    rss0 = _peak_rss_mb()
+    t_tr, tr = best(lambda: ntk(model, X, mode="trace"), rounds)
+    t_eig, _ = best(lambda: ntk_max_eig(model, X), rounds)
+    t_an, _ = best(lambda: analyze(model, X), rounds)
+    rss_small = _peak_rss_mb()
+    t_full, full = best(lambda: ntk(model, X, mode="full"), rounds)
+    rss_full = _peak_rss_mb()
+    with torch.no_grad():
+        t_tr_ref, tr_ref = best(lambda: ntk_reference(model, X, mode="trace"), baseline_rounds)
+        rss_tr_ref = _peak_rss_mb()
+        t_full_ref, full_ref = best(lambda: ntk_reference(model, X, mode="full"),
+                                    baseline_rounds)
+    rss_full_ref = _peak_rss_mb()
+
+    def rel(a: object, b: object) -> float:
+        assert torch.is_tensor(a) and torch.is_tensor(b)
+        return float((a - b).abs().max() / b.abs().max())
+
+    rows = [
+        {"measurement": "ntk full", "candidate_s": t_full, "baseline_s": t_full_ref,
+         "speedup": t_full_ref / t_full, "target": ">= 20x", "max_rel_diff": rel(full, full_ref),
+         "peak_rss_mb": rss_full, "baseline_peak_rss_mb": rss_full_ref},
+        {"measurement": "ntk trace", "candidate_s": t_tr, "baseline_s": t_tr_ref,
+         "speedup": t_tr_ref / t_tr, "target": ">= 20x", "max_rel_diff": rel(tr, tr_ref),
+         "peak_rss_mb": rss_small, "baseline_peak_rss_mb": rss_tr_ref},
+        {"measurement": "ntk_max_eig (Lanczos)", "candidate_s": t_eig, "baseline_s": None,
+         "speedup": None, "target": "", "max_rel_diff": None, "peak_rss_mb": rss_small,
+         "baseline_peak_rss_mb": None},
+        {"measurement": "analyze (no Hessian)", "candidate_s": t_an, "baseline_s": None,
+         "speedup": None, "target": "< 3 s", "max_rel_diff": None, "peak_rss_mb": rss_small,
+         "baseline_peak_rss_mb": None},
+    ]
+    df = pd.DataFrame(rows)
+    df.attrs["rss_at_start_mb"] = rss0
+    return df

@@ -62,6 +62,10 @@ def train(
     k: Annotated[int | None, typer.Option(help="bottleneck rank of the task")] = None,
     n_train: Annotated[int | None, typer.Option(help="training points")] = None,
     n_test: Annotated[int | None, typer.Option(help="test points")] = None,
+    d_in: Annotated[int | None, typer.Option(help="input dimension (tasks that have one)")
+                    ] = None,
+    d_out: Annotated[int | None, typer.Option(help="output dimension (tasks that have one)")
+                     ] = None,
     data_seed: Annotated[int, typer.Option(help="seed of the task's data")] = 0,
     depth: Annotated[int, typer.Option(help="number of weight matrices L")] = 12,
     width: Annotated[str, typer.Option(help="hidden width, or a comma list of L-1 widths")
@@ -106,8 +110,8 @@ def train(
     resolve_device(device)
     kwargs: dict[str, object] = {"seed": data_seed}
     if data is not None:
-        if k is not None:
-            raise ConfigError("--k does not apply to --data (the rank of file data is unknown)")
+        if k is not None or d_in is not None or d_out is not None:
+            raise ConfigError("--k/--d-in/--d-out do not apply to --data (the file fixes them)")
         spec = TaskSpec(data.stem, tuple(sorted(kwargs.items())), str(data))
         the_task = from_npz(data, seed=data_seed)
         if n_train is not None or n_test is not None:
@@ -115,7 +119,8 @@ def train(
     else:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
-        for opt_name, v in (("k", k), ("n_train", n_train), ("n_test", n_test)):
+        for opt_name, v in (("k", k), ("n_train", n_train), ("n_test", n_test),
+                            ("d_in", d_in), ("d_out", d_out)):
             if v is not None:
                 kwargs[opt_name] = v
         spec = TaskSpec(task, tuple(sorted(kwargs.items())))
@@ -204,6 +209,65 @@ def fit_depth_cmd(
                                     + (f", slope fixed at k={k:g}" if k is not None else "")))
 
 
+_ANALYZE_COLUMNS = ["layer", "n_out", "n_in", "skipped", "frob2", "s1", "s2", "s_k1", "near_one",
+                    "gap_rank", "gap_ratio", "stable_rank", "w_erank_entropy",
+                    "rep_erank_entropy", "rep_erank_participation", "rep_rank", "balance",
+                    "in_bottleneck"]
+
+
+@app.command("analyze")
+def analyze_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by bnstruct train")],
+    k: Annotated[int | None, typer.Option(
+        help="bottleneck rank to test (default: estimated from the network)")] = None,
+    points: Annotated[int | None, typer.Option(
+        help="analyze the first N training points (default: all)")] = None,
+    hessian: Annotated[bool, typer.Option(
+        help="also the top Hessian eigenvalue of the last stage's objective (slower)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")
+                       ] = False,
+    plot: Annotated[Path | None, typer.Option(
+        help="write the figures (weight spectra, representation ranks, PCA) to FILE")] = None,
+) -> None:
+    """Diagnose a trained network layer by layer: spectra, ranks, bound, NTK (float64)."""
+    import json
+
+    from .diagnostics import analyze
+    from .store import load_run
+
+    if points is not None and points < 1:
+        raise ConfigError(f"--points must be >= 1, got {points}")
+    r = load_run(run_dir)
+    X, Y = r.task.X, r.task.Y
+    if points is not None:
+        if points > X.shape[0]:
+            raise ConfigError(f"--points {points} exceeds the run's {X.shape[0]} training "
+                              "points")
+        X, Y = X[:points], Y[:points]
+    last = r.config.stages[-1]
+    a = analyze(r.model, X, k, Y=Y, lam=last.lam, hessian=hessian, lr=last.lr)
+    a.summary["run"] = str(r.path)
+    a.summary["task_bn_rank"] = r.task.bn_rank
+    if plot is not None:
+        a.plot(plot)
+    if as_json:
+        sys.stdout.write(json.dumps(a.to_dict(), indent=2, allow_nan=False) + "\n")
+        return
+    out.print(_df_table(a.layers[_ANALYZE_COLUMNS], title=f"layers of {r.path}"))
+    t = Table(title="summary", header_style="bold")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    for key, v in a.summary.items():
+        if key in ("thresholds", "conventions"):
+            continue
+        t.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))
+    out.print(t)
+    out.print("thresholds: " + ", ".join(f"{kk}={vv:g}" for kk, vv in
+                                         a.summary["thresholds"].items()), highlight=False)
+    if plot is not None:
+        out.print(f"figure written to {plot}", highlight=False)
+
+
 bench_app = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same process.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -227,10 +291,93 @@ def bench_train_cmd(
                                   f"{torch_threads()} threads"))
 
 
+@bench_app.command("ntk")
+def bench_ntk_cmd(
+    depth: Annotated[int, typer.Option(help="number of weight matrices")] = 12,
+    width: Annotated[int, typer.Option(help="hidden width")] = 64,
+    n: Annotated[int, typer.Option(help="points")] = 256,
+    rounds: Annotated[int, typer.Option(help="timing rounds of the fast paths")] = 3,
+) -> None:
+    """Time the per-layer NTK (full, trace), Lanczos and analyze against torch.func."""
+    from .bench import bench_ntk
+
+    for nm, v in (("depth", depth), ("width", width), ("n", n), ("rounds", rounds)):
+        if v < 1:
+            raise ConfigError(f"--{nm} must be >= 1, got {v}")
+    df = bench_ntk(depth=depth, width=width, n=n, rounds=rounds)
+    out.print(_df_table(df, title=f"NTK, L={depth} width={width} N={n} d_out=20 float64, "
+                                  f"{torch_threads()} threads, peak RSS before the runs "
+                                  f"{df.attrs['rss_at_start_mb']:.0f} MB"))
+
+
 def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    quick: Annotated[bool, typer.Option("--quick", help="every claim on a 2-core CPU "
+                                        "(<= 15 min; the default)")] = False,
+    full: Annotated[bool, typer.Option("--full", help="the paper's scale (meant for a GPU)")
+                    ] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="tiny sizes, < 2 min: checks the "
+                                        "pipeline, exit 0 when every experiment ran")] = False,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="run only this experiment (repeatable)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory (runs, figures, "
+                                          "claims.json/md, report.html)")] = Path("reproduce"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "cpu",
+) -> None:
+    """Reproduce the paper's claims: a claims table with measured numbers, figures and an
+    HTML report. Exit 0 when every claim passes, 1 otherwise (the report is written either
+    way); with --smoke, 0 when every experiment ran to a verdict."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from .config import resolve_device
+    from .experiments import EXPERIMENTS
+    from .report import reproduce
+
+    if sum((quick, full, smoke)) > 1:
+        raise ConfigError("choose at most one of --quick, --full, --smoke")
+    mode = "full" if full else "smoke" if smoke else "quick"
+    resolve_device(device)
+    names = list(only) if only else list(EXPERIMENTS)
+    bad = [n for n in names if n not in EXPERIMENTS]
+    if bad:
+        raise ConfigError(f"unknown experiment(s) {bad}: choose from {', '.join(EXPERIMENTS)}")
+    bar = Progress(TextColumn("[bold]reproduce"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err)
+    with bar:
+        tid = bar.add_task("reproduce", total=len(names), info="")
+        claims = reproduce(
+            mode, out_dir, only=names, device=device,
+            on_start=lambda n: bar.update(tid, info=n),
+            on_note=lambda m: bar.update(tid, info=m),
+            on_done=lambda c: bar.advance(tid))
+    t = Table(title=f"bnstruct reproduce --{mode}: {sum(c.passed for c in claims)}/"
+                    f"{len(claims)} passed", header_style="bold", show_lines=True)
+    for col in ("claim", "verdict", "measured", "expected", "tolerance", "s"):
+        t.add_column(col, justify="right" if col == "s" else "left")
+    for c in claims:
+        word = ("reported" if c.passed else "FAIL") if c.kind == "finding" else (
+            "pass" if c.passed else "FAIL")
+        style = "green" if c.passed else "red"
+        t.add_row(c.name, f"[{style}]{word}[/]", c.measured, c.expected, c.tolerance,
+                  f"{c.seconds:.1f}")
+    out.print(t)
+    out.print(f"report: {out_dir / 'report.html'}", highlight=False)
+    if mode == "smoke":
+        ran = all(not c.measured.startswith("error:") for c in claims)
+        raise typer.Exit(0 if ran else 1)
+    raise typer.Exit(0 if all(c.passed for c in claims) else 1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,138 @@
+r"""Brute-force ``torch.func`` references: the fallback for generic models and the ground truth
+of the tests (float64 on tiny nets).
+
+They differentiate ``model`` through :func:`torch.func.functional_call` with its parameters
+cast to ``dtype``, so they work for any module whose forward maps ``[N, d_in] -> [N, d_out]``
+point by point. Memory is O(N d_out #params): only for small models.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+from ..errors import ConfigError
+
+__all__ = ["quiet_jvp_import", "func_params", "jacobian_reference", "param_jacobian",
+           "ntk_reference", "ntk_matvec_reference", "objective_fn", "hessian_dense"]
+
+
+@functools.cache
+def quiet_jvp_import() -> None:
+    """Import torch's jvp decompositions with their deprecation warning silenced.
+
+    ``torch.func.jvp`` imports them on first use, which calls the deprecated
+    ``torch.jit.script`` and warns (a torch-internal matter the caller cannot fix; it would
+    fail test suites running with warnings as errors). Call before the first ``jvp``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
+                                category=DeprecationWarning)
+        try:
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+        except ImportError:  # pragma: no cover - other torch versions
+            pass
+
+
+
+def func_params(model: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """``{name: detached parameter cast to dtype}`` (the point where derivatives are taken)."""
+    params = {k: (v.detach() if dtype is None else v.detach().to(dtype))
+              for k, v in model.named_parameters()}
+    if not params:
+        raise ConfigError(f"{type(model).__name__} has no parameters")
+    return params
+
+
+def _single(model: nn.Module) -> Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]:
+    def f(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, params, (x[None],))[0]
+    return f
+
+
+def jacobian_reference(model: nn.Module, X: torch.Tensor, dtype: torch.dtype | None
+                       ) -> torch.Tensor:
+    """Input Jacobian ``[N, d_out, d_in]`` by ``vmap(jacrev)``."""
+    params = func_params(model, dtype)
+    f = _single(model)
+    return vmap(jacrev(f, argnums=1), (None, 0))(params, X)
+
+
+def param_jacobian(model: nn.Module, X: torch.Tensor, dtype: torch.dtype | None
+                   ) -> torch.Tensor:
+    """Per-sample parameter Jacobian flattened to ``[N, d_out, P]`` (the PyTorch NTK-tutorial
+    way: ``vmap(jacrev)`` over samples)."""
+    params = func_params(model, dtype)
+    jac = vmap(jacrev(_single(model)), (None, 0))(params, X)
+    N = X.shape[0]
+    return torch.cat([j.reshape(N, j.shape[1], -1) for j in jac.values()], dim=2)
+
+
+def ntk_reference(model: nn.Module, X: torch.Tensor, X2: torch.Tensor | None = None,
+                  mode: str = "full", dtype: torch.dtype | None = torch.float64
+                  ) -> torch.Tensor:
+    r"""Empirical NTK by Jacobian contraction, :math:`\Theta(x, x') = J_\theta f(x)
+    J_\theta f(x')^T`: ``full`` ``[N, N2, d_out, d_out]``, ``trace`` ``[N]``, ``diag``
+    ``[N, d_out, d_out]``."""
+    params = func_params(model, dtype)
+    f = _single(model)
+    j1 = vmap(jacrev(f), (None, 0))(params, X)
+    if mode == "trace":
+        return sum(j.pow(2).flatten(1).sum(1) for j in j1.values())
+    if mode == "diag":
+        return sum(torch.einsum("naf,nbf->nab", j.flatten(2), j.flatten(2)) for j in j1.values())
+    j2 = j1 if X2 is None else vmap(jacrev(f), (None, 0))(params, X2)
+    return sum(torch.einsum("naf,mbf->nmab", a.flatten(2), b.flatten(2))
+               for a, b in zip(j1.values(), j2.values(), strict=True))
+
+
+def ntk_matvec_reference(model: nn.Module, X: torch.Tensor, dtype: torch.dtype | None
+                         ) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""``v [N, d_out] -> Theta(X, X) v`` as :math:`J (J^T v)` by ``vjp`` then ``jvp``
+    (memory O(#params + activations), never the Jacobian)."""
+    quiet_jvp_import()
+    params = func_params(model, dtype)
+
+    def fp(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return functional_call(model, p, (X,))
+
+    _, pullback = vjp(fp, params)
+
+    def mv(v: torch.Tensor) -> torch.Tensor:
+        (ct,) = pullback(v)
+        return jvp(fp, (params,), (ct,))[1]
+    return mv
+
+
+def objective_fn(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, lam: float,
+                 dtype: torch.dtype | None
+                 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    r"""The regularized objective as a function of the flat parameter vector:
+    :math:`\frac1N \sum_i \|f(x_i) - y_i\|^2 + \lambda \|\theta\|^2`; returns ``(fn, theta0)``.
+    """
+    params = func_params(model, dtype)
+    names = list(params)
+    shapes = [params[k].shape for k in names]
+    sizes = [params[k].numel() for k in names]
+    theta0 = torch.cat([params[k].reshape(-1) for k in names])
+    N = X.shape[0]
+
+    def fn(theta: torch.Tensor) -> torch.Tensor:
+        p = {k: t.reshape(s) for k, t, s in
+             zip(names, torch.split(theta, sizes), shapes, strict=True)}
+        r = functional_call(model, p, (X,)) - Y
+        return r.pow(2).sum() / N + lam * theta.pow(2).sum()
+    return fn, theta0
+
+
+def hessian_dense(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, lam: float,
+                  dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
+    """Dense Hessian ``[P, P]`` of :func:`objective_fn` (``torch.func.hessian``)."""
+    from torch.func import hessian
+
+    fn, theta0 = objective_fn(model, X, Y, lam, dtype)
+    return hessian(fn)(theta0)

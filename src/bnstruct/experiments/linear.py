@@ -1,0 +1,127 @@
+r"""Claim 1 (`linear`): deep linear nets trained with L2 reach the closed-form cost of their
+own end-to-end matrix, and every layer's nonzero singular values are :math:`s_i(A)^{1/L}`.
+
+THEORY 2: :math:`R(A; L) = L \sum_i s_i(A)^{2/L}`, attained only by balanced factors whose
+singular values are :math:`s_i(A)^{1/L}`. Any critical point of the L2-regularized loss of a
+deep linear net is such a factorization of its end-to-end matrix ``A = W_L ... W_1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import ModelSpec
+from ..training import Stage
+from ._common import Claim, Context, task_spec, train_run
+
+NAME = "linear"
+STATEMENT = ("trained deep linear nets reach linear_cost of their end-to-end matrix (within "
+             "1%) and every layer's nonzero singular values are s_i^(1/L) (within 2%), at >= 3 "
+             "depths")
+COST_RTOL = 0.01
+SV_RTOL = 0.02
+MIN_DEPTHS = 3
+#: singular values of the end-to-end matrix below this fraction of s_1 count as zero
+RANK_RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Config:
+    depths: tuple[int, ...] = (2, 4, 8)
+    k: int = 3
+    d: int = 20
+    n_train: int = 256
+    width: int = 20
+    lam: float = 0.05
+    lr: float = 3e-3
+    steps: int = 3000
+    seed: int = 0
+
+    def stages(self) -> tuple[Stage, ...]:
+        # Adam fits and prunes the unused directions fast; the low-lr Adam and plain-GD stages
+        # settle on the regularized critical point (balanced, aligned factors).
+        return (Stage("adam", self.lr, self.lam, self.steps),
+                Stage("adam", self.lr / 10, self.lam, self.steps),
+                Stage("gd", 0.02, self.lam, self.steps))
+
+
+CONFIGS = {
+    "smoke": Config(depths=(2, 3, 4), d=8, k=2, width=8, n_train=64, steps=300),
+    "quick": Config(),
+    "full": Config(depths=(2, 4, 8, 12, 16), d=50, k=4, width=50, n_train=500, steps=10000),
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    """``depths``: one row per net (depth, param_norm2, linear_cost, cost_rel_err, rank);
+    ``layers``: one row per (depth, layer, i) with the singular value and its prediction."""
+
+    depths: pd.DataFrame
+    layers: pd.DataFrame
+
+
+def measure(ctx: Context, cfg: Config) -> Result:
+    from ..theory import linear_cost
+
+    spec = task_spec("linear", k=cfg.k, d_in=cfg.d, d_out=cfg.d, n_train=cfg.n_train)
+    drows, lrows = [], []
+    for L in cfg.depths:
+        r = train_run(ctx, spec, ModelSpec("linear", cfg.width, L), cfg.stages(), seed=cfg.seed)
+        m = r.model.to(torch.float64)
+        A = m.end_to_end().numpy()
+        s = np.linalg.svd(A, compute_uv=False)
+        rank = int((s > RANK_RTOL * s[0]).sum())
+        n2 = float(sum(float(W.detach().pow(2).sum()) for W in m.weights()))
+        cost = linear_cost(A, L, rtol=RANK_RTOL)
+        drows.append({"depth": L, "param_norm2": n2, "linear_cost": cost,
+                      "cost_rel_err": abs(n2 - cost) / cost, "rank": rank,
+                      "rel_fit": r.summary["final"].get("rel_fit")})
+        pred = s[:rank] ** (1.0 / L)
+        for l, W in enumerate(m.weights(), start=1):
+            sw = np.linalg.svd(W.detach().numpy(), compute_uv=False)
+            for i in range(rank):
+                lrows.append({"depth": L, "layer": l, "i": i + 1, "s": float(sw[i]),
+                              "predicted": float(pred[i]),
+                              "rel_err": abs(sw[i] - pred[i]) / pred[i]})
+            if rank < sw.size:
+                lrows.append({"depth": L, "layer": l, "i": rank + 1, "s": float(sw[rank]),
+                              "predicted": 0.0, "rel_err": float("nan")})
+    return Result(pd.DataFrame(drows), pd.DataFrame(lrows))
+
+
+def verdict(res: Result, cfg: Config | None = None) -> Claim:
+    d, lay = res.depths, res.layers
+    nz = lay[lay["predicted"] > 0]
+    worst_cost = float(d["cost_rel_err"].max()) if len(d) else float("nan")
+    worst_sv = float(nz["rel_err"].max()) if len(nz) else float("nan")
+    n_depths = int(d["depth"].nunique()) if len(d) else 0
+    passed = bool(n_depths >= MIN_DEPTHS and worst_cost <= COST_RTOL and worst_sv <= SV_RTOL)
+    per = ", ".join(f"L={int(r.depth)}: {100 * r.cost_rel_err:.2g}%" for r in d.itertuples())
+    return Claim(
+        NAME, STATEMENT,
+        measured=(f"worst |norm2 - cost|/cost {100 * worst_cost:.3g}% ({per}); worst layer "
+                  f"singular value error {100 * worst_sv:.3g}% over {n_depths} depths"),
+        expected="norm2 = L sum s_i^(2/L); s_i(W_l) = s_i(A)^(1/L)",
+        tolerance=f"cost <= {100 * COST_RTOL:g}%, singular values <= {100 * SV_RTOL:g}%, "
+                  f">= {MIN_DEPTHS} depths",
+        passed=passed,
+        values={"depths": d.to_dict("list"), "worst_cost_rel_err": worst_cost,
+                "worst_sv_rel_err": worst_sv})
+
+
+def figure(res: Result, figdir: Path) -> list[Path]:
+    from .. import plots
+
+    return [plots.linear_cost_figure(res.depths, res.layers, figdir / "linear_cost.png")]
+
+
+def run(ctx: Context, cfg: Config) -> Claim:
+    res = measure(ctx, cfg)
+    c = verdict(res, cfg)
+    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))

@@ -1,0 +1,89 @@
+r"""Claim 3 (`weight-spectra`): in the middle layers exactly k singular values of ``W_l`` are
+near 1 and the others are small, and the median :math:`s_{k+1}` over middle layers falls with
+depth like :math:`L^{-1/2}` (THEORY 3, prediction 3).
+
+"Near 1" is :data:`~bnstruct.experiments._common.NEAR_ONE` (``[0.5, 2]``), "small" is below
+:data:`~bnstruct.experiments._common.SMALL` (0.5). The count is the median over the middle
+layers of each net; it must equal k in every net of the sweep. The table also records, per
+layer, how well the right singular vector of :math:`s_{k+1}` aligns with the mean of the
+layer's input (``mean_align``): near 1 means the extra direction carries the constant offset
+of the (uncentered, post-ReLU) representation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ._common import SMALL, SWEEPS, Claim, Context, SweepConfig, SweepResult, sweep_measure
+
+NAME = "weight-spectra"
+STATEMENT = ("in the middle layers exactly k singular values are near 1 and the others are "
+             "small; the median s_{k+1} over middle layers falls with depth with a fitted "
+             "exponent in [-0.8, -0.3] (theory: -1/2)")
+EXPONENT_RANGE = (-0.8, -0.3)
+
+
+@dataclass(frozen=True)
+class Config:
+    sweep: SweepConfig
+
+
+CONFIGS = {m: Config(sw) for m, sw in SWEEPS.items()}
+
+
+def measure(ctx: Context, cfg: Config) -> SweepResult:
+    return sweep_measure(ctx, cfg.sweep)
+
+
+def middle_summary(res: SweepResult):  # type: ignore[no-untyped-def]
+    """Per depth: median count near 1, median s_{k+1}, median mean-alignment (middle layers)."""
+    mid = res.layers[res.layers["middle"]]
+    return mid.groupby("depth").agg(n_near_1=("n_near_1", "median"), s_k1=("s_k1", "median"),
+                                    mean_align=("mean_align", "median")).reset_index()
+
+
+def slope_loglog(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope of log y against log x (nan with < 2 points or y <= 0)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.size < 2 or np.any(y <= 0):
+        return float("nan")
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
+    k = res.k
+    summ = middle_summary(res)
+    counts = summ["n_near_1"].to_numpy()
+    sk1 = summ["s_k1"].to_numpy()
+    expo = slope_loglog(summ["depth"].to_numpy(), sk1)
+    count_ok = bool(np.all(counts == k) and np.all(sk1 < SMALL))
+    expo_ok = bool(EXPONENT_RANGE[0] <= expo <= EXPONENT_RANGE[1])
+    per = ", ".join(f"L={int(r.depth)}: {r.n_near_1:g} near 1, s_{k + 1}={r.s_k1:.3f}"
+                    f" (mean-align {r.mean_align:.2f})" for r in summ.itertuples())
+    return Claim(
+        NAME, STATEMENT,
+        measured=f"{per}; exponent of median s_{k + 1} vs L = {expo:.2f}",
+        expected=f"{k} singular values near 1, s_{k + 1} small, exponent -0.5",
+        tolerance=(f"count == {k} and s_{k + 1} < {SMALL:g} in every net; exponent in "
+                   f"[{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}]"),
+        passed=count_ok and expo_ok,
+        values={"k": k, "exponent": expo, "count_ok": count_ok, "exponent_ok": expo_ok,
+                "middle": summ.to_dict("list")})
+
+
+def figure(res: SweepResult, figdir: Path) -> list[Path]:
+    from .. import plots
+
+    summ = middle_summary(res)
+    return [plots.weight_spectra_figure(res.layers, res.k, figdir / "weight_spectra.png"),
+            plots.sk1_vs_depth_figure(summ, res.k, slope_loglog(summ["depth"], summ["s_k1"]),
+                                      figdir / "sk1_vs_depth.png")]
+
+
+def run(ctx: Context, cfg: Config) -> Claim:
+    res = measure(ctx, cfg)
+    c = verdict(res, cfg)
+    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))
