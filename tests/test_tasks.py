@@ -41,7 +41,8 @@ def test_composite_factors_through_k_latents(k):
     # while x = g(z) embeds all 8 latents
     Jg = torch.autograd.functional.jacobian(lambda z: t.meta["g"](z[None])[0], Z[0])
     assert _numerical_rank(Jg) == 8
-    assert_close(t.Y.pow(2).sum(1).mean(), 20.0, rtol=1e-12, atol=0, what="E||y||^2")
+    assert_close(t.Y.pow(2).sum(1).mean(), 1.0, rtol=1e-12, atol=0, what="E||y||^2")
+    assert_close(t.X.pow(2).sum(1).mean(), 1.0, rtol=1e-12, atol=0, what="E||x||^2")
 
 
 def test_linear_task_has_the_requested_matrix():

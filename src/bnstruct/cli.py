@@ -71,7 +71,7 @@ def train(
     width: Annotated[str, typer.Option(help="hidden width, or a comma list of L-1 widths")
                      ] = "64",
     lam: Annotated[float, typer.Option(
-        help="penalty weight on ||theta||^2 (PyTorch weight_decay = 2*lam)")] = 0.02,
+        help="penalty weight on ||theta||^2 (PyTorch weight_decay = 2*lam)")] = 0.005,
     lr: Annotated[float | None, typer.Option(
         help="learning rate (adam default 1.5e-3, gd default 0.05)")] = None,
     optimizer: Annotated[str, typer.Option(

@@ -3,9 +3,14 @@ r"""Data with a known bottleneck rank, and real data shipped with a package.
 Every builder is deterministic in its ``seed`` (a private ``torch.Generator``; the global RNG is
 never touched) and returns a :class:`Task` with train and test splits in float64.
 
-Scaling convention: inputs are centered and scaled by one global factor so that
-:math:`\mathbb E\|x\|^2 = d_{in}`, outputs so that :math:`\mathbb E\|y\|^2 = d_{out}` (train
-statistics). A global scale is a rank-preserving linear map, so ``bn_rank`` is unchanged.
+Scaling convention for the generated nonlinear tasks (``composite``, ``teacher``, ``symmetry``):
+inputs and outputs are centered and scaled by one global factor each so that
+:math:`\mathbb E\|x\|^2 = \mathbb E\|y\|^2 = 1` on the train split (Gaussian inputs are only
+scaled). A global scale is a rank-preserving linear map, so ``bn_rank`` is unchanged. The scale
+matters at finite depth: with :math:`\mathbb E\|y\|^2 = d_{out}` the hidden representations sit
+far from the origin and carrying that offset through the weights costs about one extra singular
+value per layer (a ``k+1``-dimensional bottleneck at depths 6-24); at unit scale the offset is
+cheap to carry in the biases and the learned bottleneck is ``k``-dimensional.
 """
 
 from __future__ import annotations
@@ -145,11 +150,13 @@ def _shallow(g: torch.Generator, d_in: int, hidden: int, d_out: int
     return lambda z: torch.relu(z @ W1.T + b1) @ W2.T
 
 
-def _normalize(tr: torch.Tensor, te: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Center with train mean, scale globally so that mean ||row||^2 = width on train."""
-    mu = tr.mean(0)
-    tr, te = tr - mu, te - mu
-    s = math.sqrt(tr.shape[1] / tr.pow(2).sum(1).mean().item())
+def _normalize(tr: torch.Tensor, te: torch.Tensor, *, center: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Center with the train mean (optional), scale globally so mean ||row||^2 = 1 on train."""
+    if center:
+        mu = tr.mean(0)
+        tr, te = tr - mu, te - mu
+    s = 1.0 / math.sqrt(tr.pow(2).sum(1).mean().item())
     return tr * s, te * s
 
 
@@ -184,7 +191,7 @@ def composite(n_train: int = 256, n_test: int = 256, *, k: int = 2, d_latent: in
 def teacher(n_train: int = 500, n_test: int = 500, *, k: int = 4, d_in: int = 50,
             d_out: int = 50, hidden: int = 100, seed: int = 0) -> Task:
     r"""Random deep ReLU teacher with a width-``k`` bottleneck (2209.15055, Figure 1):
-    :math:`x \sim N(0, I_{d_{in}})`, :math:`y = h(g(x))` with shallow ReLU nets
+    :math:`x \sim N(0, I_{d_{in}}/d_{in})`, :math:`y = h(g(x))` with shallow ReLU nets
     :math:`g: \mathbb R^{d_{in}} \to \mathbb R^k`, :math:`h: \mathbb R^k \to \mathbb R^{d_{out}}`.
     ``bn_rank = k``."""
     _check_sizes(n_train=n_train, n_test=n_test, k=k, d_in=d_in, d_out=d_out, hidden=hidden)
@@ -193,20 +200,21 @@ def teacher(n_train: int = 500, n_test: int = 500, *, k: int = 4, d_in: int = 50
     X = _randn(g, n_train + n_test, d_in)
     Y = dec(enc(X))
     Y, Yt = _normalize(Y[:n_train], Y[n_train:])
+    X = X / math.sqrt(d_in)  # E||x||^2 = 1, still an isotropic Gaussian
     return Task("teacher", X[:n_train], Y, X[n_train:], Yt, k, {})
 
 
 def symmetry(n_train: int = 256, n_test: int = 256, *, d_out: int = 20, hidden: int = 64,
              seed: int = 0) -> Task:
-    r""":math:`x \sim N(0, I_3)`, :math:`y = h(\sqrt{x_1^2 + x_2^2}, x_3)` with a random shallow
+    r""":math:`x \sim N(0, I_3/3)`, :math:`y = h(\sqrt{x_1^2 + x_2^2}, x_3)` with a random shallow
     ReLU net ``h``: invariant under rotations about the third axis, ``bn_rank = 2``.
     ``meta["invariants"]`` / ``meta["invariants_test"]``: ``[N, 2]`` arrays ``(r, x_3)``."""
     _check_sizes(n_train=n_train, n_test=n_test, d_out=d_out, hidden=hidden)
     g = _gen(seed)
     dec = _shallow(g, 2, hidden, d_out)
-    X = _randn(g, n_train + n_test, 3)
+    X = _randn(g, n_train + n_test, 3) / math.sqrt(3.0)  # E||x||^2 = 1, isotropic
     inv = torch.stack([X[:, :2].norm(dim=1), X[:, 2]], 1)
-    Yall = dec(inv)
+    Yall = dec(inv * math.sqrt(3.0))
     Y, Yt = _normalize(Yall[:n_train], Yall[n_train:])
     return Task("symmetry", X[:n_train], Y, X[n_train:], Yt, 2,
                 {"invariants": inv[:n_train], "invariants_test": inv[n_train:], "axis": 2})

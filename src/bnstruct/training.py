@@ -86,7 +86,7 @@ def parse_stage(text: str) -> Stage:
     return Stage(parts[0], lr, lam, steps, bs)
 
 
-def default_recipe(lam: float = 0.02, steps: int = 6000, lr: float = 1.5e-3) -> tuple[Stage, ...]:
+def default_recipe(lam: float = 0.005, steps: int = 6000, lr: float = 1.5e-3) -> tuple[Stage, ...]:
     r"""Adam in three full-batch stages with a penalty warm-up (THEORY section 5):
 
     1. ``steps/6`` steps at ``lr`` with no penalty (fit first),
@@ -96,8 +96,10 @@ def default_recipe(lam: float = 0.02, steps: int = 6000, lr: float = 1.5e-3) -> 
     Starting at the full penalty collapses deep nets to the zero function; fitting first and
     then turning the penalty on lets the norm fall into the bottleneck regime. ``lam``
     multiplies :math:`\|\theta\|^2` (PyTorch ``weight_decay = 2 * lam``, coupled). On the
-    default ``composite`` task (depth 12, width 64, 256 points) this reaches a relative train
-    error below 1% with :math:`\|\theta\|^2 / (kL) < 3`."""
+    default ``composite`` task (k = 2, depth 12, width 64, 256 points, unit-scale data) this
+    reaches a relative train error of about 1.6% with :math:`\|\theta\|^2 / (kL) \approx 1.9`
+    and a two-dimensional bottleneck in the early middle layers (measured on a 2-core CPU in
+    about 10 s; larger ``lam`` gives a cleaner bottleneck and a larger fit error)."""
     if not isinstance(steps, int) or steps < 3:
         raise ConfigError(f"the default recipe needs steps >= 3, got {steps!r}")
     n1 = max(1, steps // 6)
