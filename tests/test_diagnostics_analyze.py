@@ -129,7 +129,7 @@ def test_analyze_finds_a_planted_bottleneck():
     a = bn.analyze(m, X)
     s, df = a.summary, a.layers
     assert s["bottleneck_rank"] == 3 and s["k"] == 3 and s["k_source"] == "estimated"
-    assert s["bottleneck_rank_method"].startswith("weight-gap-mode")
+    assert s["bottleneck_rank_method"].startswith("weight-gap-min")
     assert s["bottleneck_layers"] == [1, 5] and s["bottleneck_length"] == 5
     assert s["jacobian_rank"] == 3 and s["jacobian_rank_min"] == 3
     assert len(df) == 5 and list(df["layer"]) == [1, 2, 3, 4, 5]
@@ -304,3 +304,30 @@ def test_cli_analyze_bad_input_exits_2(tiny_run, capsys, extra, msg):
 def test_cli_analyze_not_a_run_exits_2(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def _diag_chain(spectra: list[list[float]], width: int = 6) -> torch.nn.Sequential:
+    """A linear chain whose layer l has singular values spectra[l] (diagonal weights)."""
+    layers = []
+    for sv in spectra:
+        lin = torch.nn.Linear(width, width, bias=False, dtype=torch.float64)
+        with torch.no_grad():
+            lin.weight.copy_(torch.diag(torch.tensor(sv + [0.0] * (width - len(sv)),
+                                                     dtype=torch.float64)))
+        layers += [lin, torch.nn.Identity()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def test_bottleneck_rank_is_the_narrowest_consistent_point_not_the_mode():
+    two, three, one = [1.0, 0.9, 0.01], [1.0, 0.9, 0.8, 0.01], [1.0, 0.1, 0.05]
+    # interior layers 2..7: a 2-d stretch of two layers, a lone rank-1 layer (noise, ignored),
+    # then three 3-d layers: the mode is 3, the bottleneck is 2.
+    net = _diag_chain([three, two, two, one, three, three, three, three])
+    X = torch.randn(30, 6, dtype=torch.float64)
+    s = bn.analyze(net, X, ntk=False).summary
+    assert s["bottleneck_rank"] == 2, s["bottleneck_rank_method"]
+    assert s["bottleneck_rank_method"].startswith("weight-gap-min")
+    # without two consecutive agreeing layers the estimate falls back to the mode
+    net = _diag_chain([three, two, three, one, three, two, three, three])
+    s = bn.analyze(net, X, ntk=False).summary
+    assert s["bottleneck_rank"] == 3 and s["bottleneck_rank_method"].startswith("weight-gap-mode")

@@ -148,6 +148,16 @@ def train(
     out.print(line, highlight=False, soft_wrap=True)
 
 
+def _pca_color(task, n: int):  # type: ignore[no-untyped-def]
+    """A per-point quantity of the task to colour the bottleneck PCA with, when it has one."""
+    for key, col, label in (("Z", 0, "latent $z_1$"), ("invariants", 0, "invariant $r$"),
+                            ("labels", None, "class")):
+        v = task.meta.get(key)
+        if v is not None and len(v) >= n:
+            return (v[:n, col] if col is not None else v[:n]), label
+    return None, ""
+
+
 @app.command("runs")
 def runs_cmd(
     store: Annotated[Path, typer.Argument(help="store directory")] = Path("runs"),
@@ -249,7 +259,8 @@ def analyze_cmd(
     a.summary["run"] = str(r.path)
     a.summary["task_bn_rank"] = r.task.bn_rank
     if plot is not None:
-        a.plot(plot)
+        color, label = _pca_color(r.task, X.shape[0])
+        a.plot(plot, color=color, color_label=label)
     if as_json:
         sys.stdout.write(json.dumps(a.to_dict(), indent=2, allow_nan=False) + "\n")
         return

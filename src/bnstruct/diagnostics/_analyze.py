@@ -18,10 +18,14 @@ Conventions (also returned in ``summary["thresholds"]`` / ``summary["conventions
   ``skipped`` column): their spectral ranks are NaN and they never enter the estimates.
 
 Bottleneck rank estimate (``summary["bottleneck_rank_method"]`` names the one used):
-``"weight-gap-mode"``: the most common ``gap_rank`` (ties: smallest) among non-skipped layers
-with a clear gap, excluding the first and last layers when ``L >= 3``, capped at the
-narrowest width (``Rank_BN <= min(sizes)``); if no layer has a clear
-gap, ``"jacobian-rank"``: the largest numerical rank of ``Jf(x)`` over the points.
+``"weight-gap-min"``: the smallest ``gap_rank`` shared by at least two consecutive interior
+layers with a clear gap (the narrowest point of the network: ``Rank_BN`` is a minimum over
+factorizations, and at finite depth the layers next to the input and output do nonlinear work
+in more dimensions), capped at the narrowest width (``Rank_BN <= min(sizes)``); interior means
+excluding the first and last layers when ``L >= 3``. If no two consecutive layers agree,
+``"weight-gap-mode"``: the most common ``gap_rank`` (ties: smallest) over interior layers with a
+clear gap; if no layer has a clear gap, ``"jacobian-rank"``: the largest numerical rank of
+``Jf(x)`` over the points.
 The bottleneck's layer range is the longest run of consecutive layers with a clear gap at
 ``k`` (the given ``k``, else the estimate).
 """
@@ -115,12 +119,13 @@ class Analysis:
             "rep_spectra": self.rep_spectra,
         })
 
-    def plot(self, path: Any = None) -> Any:
+    def plot(self, path: Any = None, *, color: Any = None, color_label: str = "") -> Any:
         """The paper's figures for this network (see :func:`bnstruct.diagnostics.plot_analysis`);
-        returns a ``matplotlib.figure.Figure``, saved to ``path`` when given."""
+        returns a ``matplotlib.figure.Figure``, saved to ``path`` when given. ``color``: one
+        value per point to colour the bottleneck PCA (e.g. a latent or an invariant)."""
         from ._plots import plot_analysis
 
-        return plot_analysis(self, path)
+        return plot_analysis(self, path, color=color, color_label=color_label)
 
 
 def _gap(s: np.ndarray, rtol: float) -> tuple[float, float]:
@@ -250,7 +255,13 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     # bottleneck rank estimate
     interior = [r for r in rows if not r["skipped"] and (L < 3 or 1 < r["layer"] < L)]
     clear = [int(r["gap_rank"]) for r in interior if r["gap_ratio"] >= gap_min]
-    if clear:
+    by_layer = {r["layer"]: int(r["gap_rank"]) for r in interior if r["gap_ratio"] >= gap_min}
+    paired = [g for l, g in by_layer.items() if by_layer.get(l + 1) == g]
+    if paired:
+        k_est = min(min(paired), min(chain.sizes))
+        method = ("weight-gap-min: smallest position of the largest gap s_i/s_(i+1) of W "
+                  f"(clear: >= {gap_min:g}) shared by two consecutive interior layers")
+    elif clear:
         counts = Counter(clear)
         top = max(counts.values())
         k_est = min(min(c for c, n in counts.items() if n == top), min(chain.sizes))
