@@ -85,6 +85,18 @@ def test_weight_spectra_verdict():
     assert not weight_spectra.verdict(_sweep(n_near=3)).passed  # k+1 near 1
     assert not weight_spectra.verdict(_sweep(sk1=lambda L: 0.2)).passed  # does not fall
     assert not weight_spectra.verdict(_sweep(sk1=lambda L: 0.9 * (L / 8) ** -0.5)).passed
+    assert c.values["exponent_err"] == pytest.approx(0.0, abs=1e-9)  # exact power law
+    assert "±" in c.measured
+
+
+def test_loglog_fit_standard_error():
+    rng = np.random.default_rng(0)
+    x = np.array([8, 10, 12, 14, 16, 20.0])
+    y = x ** -0.5 * np.exp(0.1 * rng.standard_normal(x.size))
+    b, se = weight_spectra.loglog_fit(x, y)
+    ref = np.polyfit(np.log(x), np.log(y), 1, cov=True)
+    assert b == pytest.approx(ref[0][0]) and se == pytest.approx(np.sqrt(ref[1][0, 0]))
+    assert np.isnan(weight_spectra.loglog_fit(x[:2], y[:2])[1])
 
 
 def test_representation_rank_verdict():
@@ -104,7 +116,8 @@ def _lr_frame(ntk=lambda L, c: 0.5 / c, hess=lambda lr: 1.8 / lr):
         for c in (0.25, 0.5, 1.0):
             lr = c / L
             rows.append({"depth": L, "c": c, "lr": lr, "status": "completed", "rel_fit": 0.01,
-                         "two_over_lr": 2 / lr, "ntk_per_NL": ntk(L, c), "hessian_max": hess(lr)})
+                         "two_over_lr": 2 / lr, "ntk_per_NL": ntk(L, c), "hessian_max": hess(lr),
+                         "n_up": 0, "converged": True})
     return pd.DataFrame(rows)
 
 
@@ -117,6 +130,24 @@ def test_learning_rate_verdict():
     df.loc[0, "status"] = "diverged"
     df.loc[0, "ntk_per_NL"] = np.nan
     assert learning_rate.verdict(df).passed  # a diverged run is reported, not counted
+    eos = _lr_frame(hess=lambda lr: 2.3 / lr).assign(n_up=50, converged=False)
+    c = learning_rate.verdict(eos)  # edge of stability above 2/lr (+10%): fails, flagged
+    assert not c.passed and c.values["n_converged"] == 0
+
+
+def test_learning_rate_probe_detects_edge_of_stability():
+    import torch
+
+    from bnstruct.experiments._common import _to64
+
+    torch.manual_seed(0)
+    X = torch.randn(32, 3, dtype=torch.float64)
+    Y = X @ torch.randn(3, 2, dtype=torch.float64) + torch.randn(32, 2, dtype=torch.float64)
+    model = _to64(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    Xb = torch.cat([X, torch.ones(32, 1, dtype=torch.float64)], 1)  # the bias is a parameter
+    eig = torch.linalg.eigvalsh(2 * (Xb.T @ Xb) / 32).max().item()  # sharpness (lam = 0)
+    assert learning_rate.probe(model, X, Y, 0.0, 0.5 / eig, steps=50) == 0  # lr < 2/sharpness
+    assert learning_rate.probe(model, X, Y, 0.0, 2.2 / eig, steps=50) > 20  # oscillates
 
 
 def test_narrow_minima_verdict():

@@ -47,10 +47,22 @@ def middle_summary(res: SweepResult):  # type: ignore[no-untyped-def]
 
 def slope_loglog(x: np.ndarray, y: np.ndarray) -> float:
     """Least-squares slope of log y against log x (nan with < 2 points or y <= 0)."""
+    return loglog_fit(x, y)[0]
+
+
+def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of log y against log x and its standard error (nan with < 2
+    points or y <= 0; the error is nan with < 3 points)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.size < 2 or np.any(y <= 0):
-        return float("nan")
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+        return float("nan"), float("nan")
+    lx, ly = np.log(x), np.log(y)
+    b, a = np.polyfit(lx, ly, 1)
+    if x.size < 3:
+        return float(b), float("nan")
+    resid = ly - (a + b * lx)
+    se = np.sqrt(resid @ resid / (x.size - 2) / ((lx - lx.mean()) @ (lx - lx.mean())))
+    return float(b), float(se)
 
 
 def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
@@ -58,19 +70,26 @@ def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
     summ = middle_summary(res)
     counts = summ["n_near_1"].to_numpy()
     sk1 = summ["s_k1"].to_numpy()
-    expo = slope_loglog(summ["depth"].to_numpy(), sk1)
+    expo, expo_err = loglog_fit(summ["depth"].to_numpy(), sk1)
     count_ok = bool(np.all(counts == k) and np.all(sk1 < SMALL))
     expo_ok = bool(EXPONENT_RANGE[0] <= expo <= EXPONENT_RANGE[1])
     per = ", ".join(f"L={int(r.depth)}: {r.n_near_1:g} near 1, s_{k + 1}={r.s_k1:.3f}"
                     f" (mean-align {r.mean_align:.2f})" for r in summ.itertuples())
     return Claim(
         NAME, STATEMENT,
-        measured=f"{per}; exponent of median s_{k + 1} vs L = {expo:.2f}",
+        measured=(f"{per}; exponent of median s_{k + 1} vs L = {expo:.2f} ± {expo_err:.2f} "
+                  f"(standard error, {len(summ)} depths)"),
         expected=f"{k} singular values near 1, s_{k + 1} small, exponent -0.5",
         tolerance=(f"count == {k} and s_{k + 1} < {SMALL:g} in every net; exponent in "
                    f"[{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}]"),
         passed=count_ok and expo_ok,
-        values={"k": k, "exponent": expo, "count_ok": count_ok, "exponent_ok": expo_ok,
+        note=("the theorem bounds sum_l s_{k+1}(W_l)^2 <= c1 - 2 log|Jf(x)|_k, so the median "
+              "over all L layers is <= sqrt(2 c1 / L): an upper bound. Where it is far from "
+              "tight (c1 ~ 15 at L ~ 10-20 leaves sqrt(2 c1/L) > 1) the penalty can drive s_{k+1} "
+              "of the middle layers to the optimizer's floor, flat in L, and the exponent "
+              "fails; the count part is the theory's structural prediction"),
+        values={"k": k, "exponent": expo, "exponent_err": expo_err, "count_ok": count_ok,
+                "exponent_ok": expo_ok,
                 "middle": summ.to_dict("list")})
 
 
