@@ -34,7 +34,8 @@ def _layers(depths, *, k=2, n_near=2, sk1=lambda L: 0.3 * (L / 8) ** -0.5, mid_r
             rows.append({"depth": L, "layer": l, "middle": mid, "n_near_1": n_near if mid else 5,
                          "s_k1": sk1(L) if mid else 0.8, "mean_align": 0.1,
                          "rep_rank": mid_rank if mid else end_rank,
-                         "rep_rank_uncentered": 1.5, "s1": 1.0, "s2": 1.0, "s3": sk1(L)})
+                         "rep_rank_uncentered": 1.5, "rep_rank_threshold": 3.0 if mid else 6.0,
+                         "s1": 1.0, "s2": 1.0, "s3": sk1(L)})
     return pd.DataFrame(rows)
 
 
@@ -100,7 +101,8 @@ def test_loglog_fit_standard_error():
 
 
 def test_representation_rank_verdict():
-    assert representation_rank.verdict(_sweep()).passed
+    c = representation_rank.verdict(_sweep())
+    assert c.passed and "L=6: 3" in c.measured  # the threshold count is shown, not judged
     assert not representation_rank.verdict(_sweep(mid_rank=2.7)).passed
     assert not representation_rank.verdict(_sweep(end_rank=1.5, mid_rank=2.0)).passed
 
@@ -231,3 +233,31 @@ def test_reproduce_rejects_unknown(tmp_path):
         reproduce("smoke", tmp_path, only=["nope"])
     with pytest.raises(ConfigError, match="unknown mode"):
         reproduce("medium", tmp_path)
+
+
+def test_layer_table_against_numpy_forward():
+    import torch
+
+    from bnstruct import MLP
+    from bnstruct.experiments._common import NEAR_ONE, layer_table
+
+    torch.manual_seed(1)
+    model = MLP(3, 6, 4, 2).double()
+    X = torch.randn(40, 3, dtype=torch.float64)
+    t = layer_table(model, X, k=2)
+    Ws = [m.weight.detach().numpy() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    bs = [m.bias.detach().numpy() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    a = X.numpy()
+    for l, (W, b) in enumerate(zip(Ws, bs, strict=True), start=1):
+        a = a @ W.T + b
+        if l < len(Ws):
+            a = np.maximum(a, 0.0)
+        row = t.iloc[l - 1]
+        s = np.linalg.svd(W, compute_uv=False)
+        np.testing.assert_allclose(row[[f"s{i + 1}" for i in range(s.size)]].to_numpy(float), s,
+                                   rtol=1e-10, atol=1e-12)
+        assert row["n_near_1"] == int(((s >= NEAR_ONE[0]) & (s <= NEAR_ONE[1])).sum())
+        assert row["s_k1"] == pytest.approx(s[2] if s.size > 2 else 0.0, rel=1e-10, abs=1e-12)
+        r = np.linalg.svd(a - a.mean(0), compute_uv=False)
+        assert row["rep_rank"] == pytest.approx((r ** 2).sum() ** 2 / (r ** 4).sum(), rel=1e-9)
+        assert row["rep_rank_threshold"] == int((r > 0.1 * r[0]).sum())

@@ -146,9 +146,11 @@ def layer_table(model: torch.nn.Module, X: torch.Tensor, k: int, *, n_sv: int = 
     vector of :math:`s_{k+1}` and the mean of the layer's input :math:`\\bar a_{\\ell-1}`:
     near 1 when the extra direction carries the constant offset), ``rep_rank`` and
     ``rep_rank_uncentered`` of the representation :math:`a_\\ell` handed on by layer ``l``
-    (participation ratio; ``l = L`` is the output), ``middle`` (bool).
+    (participation ratio; ``l = L`` is the output), ``rep_rank_threshold`` (number of singular
+    values of the centered representation above 0.1 of the largest: secondary evidence, no
+    verdict uses it), ``middle`` (bool).
     """
-    from ..diagnostics import representations, weight_spectra
+    from ..diagnostics import effective_rank, representations, weight_spectra
 
     m64 = _to64(model)
     X = X.to(torch.float64)
@@ -172,8 +174,10 @@ def layer_table(model: torch.nn.Module, X: torch.Tensor, k: int, *, n_sv: int = 
             row["mean_align"] = float((Vh[k] @ mu).abs() / mu.norm())
         else:
             row["mean_align"] = float("nan")
-        row["rep_rank"] = _pr(torch.linalg.svdvals(a_out - a_out.mean(0)))
+        sv_c = torch.linalg.svdvals(a_out - a_out.mean(0))
+        row["rep_rank"] = _pr(sv_c)
         row["rep_rank_uncentered"] = _pr(torch.linalg.svdvals(a_out))
+        row["rep_rank_threshold"] = effective_rank(sv_c, "threshold")
         rows.append(row)
     return pd.DataFrame(rows)
 

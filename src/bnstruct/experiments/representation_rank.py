@@ -36,11 +36,16 @@ def measure(ctx: Context, cfg: Config) -> SweepResult:
 
 
 def rank_summary(layers: pd.DataFrame) -> pd.DataFrame:
-    """Per depth: median middle rank, max rank near the input and near the output."""
+    """Per depth: median middle rank (and the median threshold count, secondary evidence),
+    max rank near the input and near the output."""
     rows = []
     for L, g in layers.groupby("depth"):
         q = L / 4
-        rows.append({"depth": int(L), "middle": float(g.loc[g["middle"], "rep_rank"].median()),
+        mid = g.loc[g["middle"]]
+        thr = (float(mid["rep_rank_threshold"].median()) if "rep_rank_threshold" in g
+               else float("nan"))
+        rows.append({"depth": int(L), "middle": float(mid["rep_rank"].median()),
+                     "middle_threshold": thr,
                      "near_input": float(g.loc[g["layer"] <= max(1, q), "rep_rank"].max()),
                      "near_output": float(g.loc[g["layer"] > min(L - 1, 3 * q),
                                                 "rep_rank"].max())})
@@ -56,7 +61,9 @@ def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
                     for r in s.itertuples())
     return Claim(
         NAME, STATEMENT,
-        measured=f"rank near input / middle / near output: {per}",
+        measured=(f"rank near input / middle / near output: {per}; middle, counting singular "
+                  f"values above 0.1 s_1 (no verdict): "
+                  + ", ".join(f"L={r.depth}: {r.middle_threshold:g}" for r in s.itertuples())),
         expected=f"middle = {k}, ends > middle",
         tolerance=f"|middle - {k}| <= {RANK_TOL:g} and both ends above the middle, every net",
         passed=mid_ok and ends_ok,

@@ -78,7 +78,9 @@ def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
     return Claim(
         NAME, STATEMENT,
         measured=(f"{per}; exponent of median s_{k + 1} vs L = {expo:.2f} ± {expo_err:.2f} "
-                  f"(standard error, {len(summ)} depths)"),
+                  f"(standard error, {len(summ)} depths); max over depths of median "
+                  f"s_{k + 1} * sqrt(L) = {float((sk1 * np.sqrt(summ['depth'])).max()):.3g} "
+                  f"(THEORY: bounded)"),
         expected=f"{k} singular values near 1, s_{k + 1} small, exponent -0.5",
         tolerance=(f"count == {k} and s_{k + 1} < {SMALL:g} in every net; exponent in "
                    f"[{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}]"),
