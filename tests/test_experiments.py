@@ -4,6 +4,7 @@ claim passes, data that violates it fails. Plus the report writer and one smoke 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -223,6 +224,17 @@ def test_reproduce_smoke_pipeline(tmp_path):
     again = reproduce("smoke", tmp_path, only=["norm-vs-depth"])
     assert time.perf_counter() - t0 < 20
     assert again[0].values["R0"] == pytest.approx(claims[0].values["R0"])
+    data = json.loads((tmp_path / "claims.json").read_text())  # --only updates in place
+    assert [c["name"] for c in data["claims"]] == ["norm-vs-depth", "bound"]
+    assert data["meta"]["carried_over"] == ["bound"]
+    assert data["claims"][1]["figures"] == [str(Path(f).relative_to(tmp_path))
+                                            for f in claims[1].figures]
+    assert "kept from the earlier report: bound" in (tmp_path / "claims.md").read_text()
+    data["meta"]["mode"] = "quick"  # a report of another mode is replaced, not merged
+    (tmp_path / "claims.json").write_text(json.dumps(data))
+    reproduce("smoke", tmp_path, only=["bound"])
+    data = json.loads((tmp_path / "claims.json").read_text())
+    assert [c["name"] for c in data["claims"]] == ["bound"] and data["meta"]["mode"] == "smoke"
 
 
 def test_reproduce_rejects_unknown(tmp_path):

@@ -26,8 +26,15 @@ def _plt() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
+    """Write ``fig`` as PNG (integer ticks on every linear layer or depth axis) and close it."""
+    from matplotlib.ticker import MaxNLocator
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:
+        label = ax.get_xlabel().lower()
+        if ax.get_xscale() == "linear" and label.startswith(("layer", "depth")):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _plt().close(fig)

@@ -37,7 +37,11 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
     """Run the experiments of ``mode`` (all, or ``only`` those names) and write the report.
 
     An experiment that raises is recorded as a failed claim with the error as its measurement
-    (the other experiments still run). Returns the claims in run order."""
+    (the other experiments still run). Returns the claims in run order.
+
+    With ``only``, the report keeps the other claims of an earlier report of the same ``mode``
+    in ``out`` (listed in ``claims.json``'s ``meta["carried_over"]``): re-running one claim
+    updates it in place instead of dropping the rest."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     names = list(EXPERIMENTS) if not only else list(only)
@@ -63,8 +67,31 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
         claims.append(c)
         if on_done is not None:
             on_done(c)
-    write_report(claims, out, mode=mode, seconds=time.perf_counter() - t0, device=device)
+    kept = _earlier_claims(out, mode, exclude=names) if only else []
+    order = {n: i for i, n in enumerate(EXPERIMENTS)}
+    merged = sorted([*claims, *kept], key=lambda c: order[c.name])
+    write_report(merged, out, mode=mode, seconds=time.perf_counter() - t0, device=device,
+                 carried_over=[c.name for c in kept])
     return claims
+
+
+def _earlier_claims(out: Path, mode: str, exclude: Sequence[str]) -> list[Claim]:
+    """The claims of ``out/claims.json`` if it was written in ``mode`` (figure paths made
+    absolute), minus ``exclude`` and names no longer in the registry; [] when there is none
+    or it cannot be read."""
+    try:
+        d = json.loads((out / "claims.json").read_text())
+        if d["meta"]["mode"] != mode:
+            return []
+        kept = []
+        for row in d["claims"]:
+            if row["name"] in exclude or row["name"] not in EXPERIMENTS:
+                continue
+            row = dict(row, figures=tuple(str(out / f) for f in row.get("figures", ())))
+            kept.append(Claim(**row))
+        return kept
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _rel(p: str, out: Path) -> str:
@@ -75,8 +102,9 @@ def _rel(p: str, out: Path) -> str:
 
 
 def write_report(claims: Sequence[Claim], out: str | Path, *, mode: str, seconds: float,
-                 device: str = "cpu") -> dict[str, Path]:
-    """Write ``claims.json``, ``claims.md`` and ``report.html`` into ``out``."""
+                 device: str = "cpu", carried_over: Sequence[str] = ()) -> dict[str, Path]:
+    """Write ``claims.json``, ``claims.md`` and ``report.html`` into ``out``
+    (``carried_over``: names of claims kept from an earlier report, recorded in the meta)."""
     import torch
 
     from . import __version__
@@ -87,7 +115,8 @@ def write_report(claims: Sequence[Claim], out: str | Path, *, mode: str, seconds
                             "bnstruct": __version__, "torch": torch.__version__,
                             "python": platform.python_version(),
                             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "passed": all(c.passed for c in claims)}
+                            "passed": all(c.passed for c in claims),
+                            "carried_over": list(carried_over)}
     rows = []
     for c in claims:
         d = c.to_dict()
@@ -111,10 +140,16 @@ def _md_cell(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
+def _kept_note(meta: dict[str, Any]) -> str:
+    kept = meta.get("carried_over") or []
+    return f"; kept from the earlier report: {', '.join(kept)}" if kept else ""
+
+
 def _markdown(claims: Sequence[Claim], meta: dict[str, Any], out: Path) -> str:
     lines = [f"# bnstruct reproduce --{meta['mode']}", "",
              f"{sum(c.passed for c in claims)}/{len(claims)} passed in {meta['seconds']:.0f} s "
-             f"on {meta['device']} (bnstruct {meta['bnstruct']}, torch {meta['torch']}).", "",
+             f"on {meta['device']} (bnstruct {meta['bnstruct']}, torch {meta['torch']})"
+             + _kept_note(meta) + ".", "",
              "| claim | verdict | measured | expected | tolerance | seconds |",
              "| --- | --- | --- | --- | --- | ---: |"]
     for c in claims:
@@ -170,7 +205,7 @@ def _html(claims: Sequence[Claim], meta: dict[str, Any]) -> str:
 <h1>bnstruct reproduce --{e(meta['mode'])}</h1>
 <p>Jacot (2023), <i>Bottleneck Structure in Learned Features</i>: {n_pass}/{len(claims)} claims
 passed in {meta['seconds']:.0f} s on {e(meta['device'])} (bnstruct {e(meta['bnstruct'])},
-torch {e(meta['torch'])}, {e(meta['created'])}).</p>
+torch {e(meta['torch'])}, {e(meta['created'])}){e(_kept_note(meta))}.</p>
 <table><tr><th>claim</th><th>verdict</th><th>measured</th><th>expected</th><th>tolerance</th>
 <th>s</th></tr>
 {''.join(rows)}
