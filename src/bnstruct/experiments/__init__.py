@@ -1,7 +1,12 @@
-"""One module per claim of the paper (THEORY section 6): a frozen ``Config`` per mode
-(``smoke`` | ``quick`` | ``full``), ``measure`` (training through the run store, which reuses
-finished runs), ``verdict`` (a :class:`Claim` with measured, expected and tolerance) and
-``figure``.
+"""One module per claim of the paper (THEORY section 6). Each module has ``NAME``,
+``STATEMENT``, ``CONFIGS`` (a frozen config per mode: ``smoke`` | ``quick`` | ``full``) and
+three functions that :func:`run_experiment` chains:
+
+- ``measure(ctx, cfg) -> result``: training through the run store (reusing finished runs),
+  then the measurements;
+- ``verdict(result, cfg=None) -> Claim``: measured, expected, tolerance, passed (pure: the
+  tests feed it synthetic results that violate the claim);
+- ``figure(result, figdir) -> list[Path]``.
 
 Claims 2-5 (and 7) read the same composite depth sweep, so they share its runs.
 """
@@ -49,5 +54,8 @@ def run_experiment(name: str, mode: str, ctx: Context) -> Claim:
     cfg = get_config(name, mode)
     Path(ctx.figdir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    claim = EXPERIMENTS[name].run(ctx, cfg)
-    return dataclasses.replace(claim, seconds=time.perf_counter() - t0)
+    mod = EXPERIMENTS[name]
+    res = mod.measure(ctx, cfg)
+    claim = mod.verdict(res, cfg)
+    figures = tuple(str(p) for p in mod.figure(res, ctx.figdir))
+    return dataclasses.replace(claim, figures=figures, seconds=time.perf_counter() - t0)

@@ -4,12 +4,11 @@ every trained net and every training point; ``c1 = param_norm2 - kL`` is reporte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ._common import SWEEPS, Claim, Context, SweepConfig, SweepResult, sweep_measure
+from ._common import SWEEPS, Claim, SweepConfig, SweepResult, sweep_measure
 
 NAME = "bound"
 STATEMENT = ("the inequality of THEORY 3 holds with non-negative slack for every trained net "
@@ -18,19 +17,12 @@ STATEMENT = ("the inequality of THEORY 3 holds with non-negative slack for every
 ROUNDOFF = 1e-9
 
 
-@dataclass(frozen=True)
-class Config:
-    sweep: SweepConfig
+#: the shared composite depth sweep (claims 2-5 read the same runs and measurements)
+CONFIGS = SWEEPS
+measure = sweep_measure
 
 
-CONFIGS = {m: Config(sw) for m, sw in SWEEPS.items()}
-
-
-def measure(ctx: Context, cfg: Config) -> SweepResult:
-    return sweep_measure(ctx, cfg.sweep)
-
-
-def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
+def verdict(res: SweepResult, cfg: SweepConfig | None = None) -> Claim:
     b = res.bound
     sl = b["slack"].to_numpy(dtype=float)
     scale = b["param_norm2"].to_numpy(dtype=float)
@@ -56,8 +48,3 @@ def figure(res: SweepResult, figdir: Path) -> list[Path]:
 
     return [plots.bound_figure(res.bound, res.nets, res.k, figdir / "bound.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    res = measure(ctx, cfg)
-    c = verdict(res, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))

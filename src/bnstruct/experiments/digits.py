@@ -8,7 +8,7 @@ rounded middle rank. It passes when every net trained and the inequality held (a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +92,3 @@ def figure(res: Result, figdir: Path) -> list[Path]:
 
     return [plots.digits_figure(res.layers, res.nets, figdir / "digits.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    res = measure(ctx, cfg)
-    c = verdict(res, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))

@@ -29,7 +29,7 @@ reported and left out: they are not trained solutions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -164,8 +164,3 @@ def figure(df: pd.DataFrame, figdir: Path) -> list[Path]:
 
     return [plots.learning_rate_figure(df, figdir / "learning_rate.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    df = measure(ctx, cfg)
-    c = verdict(df, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(df, ctx.figdir)))

@@ -8,7 +8,7 @@ deep linear net is such a factorization of its end-to-end matrix ``A = W_L ... W
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +120,3 @@ def figure(res: Result, figdir: Path) -> list[Path]:
 
     return [plots.linear_cost_figure(res.depths, res.layers, figdir / "linear_cost.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    res = measure(ctx, cfg)
-    c = verdict(res, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))

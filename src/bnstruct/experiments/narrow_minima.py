@@ -82,8 +82,3 @@ def figure(df: pd.DataFrame, figdir: Path) -> list[Path]:
 
     return [plots.narrow_minima_figure(df, figdir / "narrow_minima.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    df = measure(ctx, cfg)
-    c = verdict(df, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(df, ctx.figdir)))

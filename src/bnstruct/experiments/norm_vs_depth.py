@@ -4,10 +4,9 @@ intercept estimates :math:`R_1`, which bounds :math:`2 \log|Jf(x)|_k` at data po
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ._common import SWEEPS, Claim, Context, SweepConfig, SweepResult, sweep_measure
+from ._common import SWEEPS, Claim, SweepConfig, SweepResult, sweep_measure
 
 NAME = "norm-vs-depth"
 STATEMENT = ("on composite (k = 2) at >= 4 depths, the fitted slope R0_hat of param_norm2 "
@@ -17,19 +16,12 @@ SLOPE_TOL = 0.5
 MIN_DEPTHS = 4
 
 
-@dataclass(frozen=True)
-class Config:
-    sweep: SweepConfig
+#: the shared composite depth sweep (claims 2-5 read the same runs and measurements)
+CONFIGS = SWEEPS
+measure = sweep_measure
 
 
-CONFIGS = {m: Config(sw) for m, sw in SWEEPS.items()}
-
-
-def measure(ctx: Context, cfg: Config) -> SweepResult:
-    return sweep_measure(ctx, cfg.sweep)
-
-
-def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
+def verdict(res: SweepResult, cfg: SweepConfig | None = None) -> Claim:
     from ..theory import fit_depth
 
     nets = res.nets.sort_values("depth")
@@ -56,8 +48,3 @@ def figure(res: SweepResult, figdir: Path) -> list[Path]:
     fit = fit_depth(res.nets["depth"], res.nets["param_norm2"])
     return [plots.norm_vs_depth_figure(res.nets, fit, res.k, figdir / "norm_vs_depth.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    res = measure(ctx, cfg)
-    c = verdict(res, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))

@@ -9,13 +9,12 @@ output ``f(x)`` itself is the last representation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ._common import SWEEPS, Claim, Context, SweepConfig, SweepResult, sweep_measure
+from ._common import SWEEPS, Claim, SweepConfig, SweepResult, sweep_measure
 
 NAME = "representation-rank"
 STATEMENT = ("middle-layer representations have effective rank k (within 0.5), higher near "
@@ -23,16 +22,9 @@ STATEMENT = ("middle-layer representations have effective rank k (within 0.5), h
 RANK_TOL = 0.5
 
 
-@dataclass(frozen=True)
-class Config:
-    sweep: SweepConfig
-
-
-CONFIGS = {m: Config(sw) for m, sw in SWEEPS.items()}
-
-
-def measure(ctx: Context, cfg: Config) -> SweepResult:
-    return sweep_measure(ctx, cfg.sweep)
+#: the shared composite depth sweep (claims 2-5 read the same runs and measurements)
+CONFIGS = SWEEPS
+measure = sweep_measure
 
 
 def rank_summary(layers: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +44,7 @@ def rank_summary(layers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
+def verdict(res: SweepResult, cfg: SweepConfig | None = None) -> Claim:
     k = res.k
     s = rank_summary(res.layers)
     mid_ok = bool(np.all(np.abs(s["middle"] - k) <= RANK_TOL))
@@ -79,8 +71,3 @@ def figure(res: SweepResult, figdir: Path) -> list[Path]:
 
     return [plots.rep_rank_figure(res.layers, res.k, figdir / "representation_rank.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    res = measure(ctx, cfg)
-    c = verdict(res, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))

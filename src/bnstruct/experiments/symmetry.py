@@ -15,7 +15,7 @@ two invariants (THEORY 1, prediction 8).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +146,3 @@ def figure(res: Result, figdir: Path) -> list[Path]:
     return [plots.symmetry_figure(res.pca, res.invariants, res.layer, res.layers,
                                   figdir / "symmetry.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    res = measure(ctx, cfg)
-    c = verdict(res, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))

@@ -12,12 +12,11 @@ of the (uncentered, post-ReLU) representation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ._common import SMALL, SWEEPS, Claim, Context, SweepConfig, SweepResult, sweep_measure
+from ._common import SMALL, SWEEPS, Claim, SweepConfig, SweepResult, sweep_measure
 
 NAME = "weight-spectra"
 STATEMENT = ("in the middle layers exactly k singular values are near 1 and the others are "
@@ -26,16 +25,9 @@ STATEMENT = ("in the middle layers exactly k singular values are near 1 and the 
 EXPONENT_RANGE = (-0.8, -0.3)
 
 
-@dataclass(frozen=True)
-class Config:
-    sweep: SweepConfig
-
-
-CONFIGS = {m: Config(sw) for m, sw in SWEEPS.items()}
-
-
-def measure(ctx: Context, cfg: Config) -> SweepResult:
-    return sweep_measure(ctx, cfg.sweep)
+#: the shared composite depth sweep (claims 2-5 read the same runs and measurements)
+CONFIGS = SWEEPS
+measure = sweep_measure
 
 
 def middle_summary(res: SweepResult):  # type: ignore[no-untyped-def]
@@ -65,7 +57,7 @@ def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(b), float(se)
 
 
-def verdict(res: SweepResult, cfg: Config | None = None) -> Claim:
+def verdict(res: SweepResult, cfg: SweepConfig | None = None) -> Claim:
     k = res.k
     summ = middle_summary(res)
     counts = summ["n_near_1"].to_numpy()
@@ -103,8 +95,3 @@ def figure(res: SweepResult, figdir: Path) -> list[Path]:
             plots.sk1_vs_depth_figure(summ, res.k, slope_loglog(summ["depth"], summ["s_k1"]),
                                       figdir / "sk1_vs_depth.png")]
 
-
-def run(ctx: Context, cfg: Config) -> Claim:
-    res = measure(ctx, cfg)
-    c = verdict(res, cfg)
-    return replace(c, figures=tuple(str(p) for p in figure(res, ctx.figdir)))
