@@ -294,11 +294,32 @@ def test_cli_analyze_json_table_and_plot(tiny_run, tmp_path, capsys):
     (["--k", "99"], "narrowest layer"),
     (["--points", "0"], "--points must be >= 1"),
     (["--points", "1000"], "exceeds"),
+    (["--plot", "fig.xyz"], "unknown figure format"),
+    (["--plot", "/nonexistent-dir/fig.png"], "does not exist or is not writable"),
 ])
 def test_cli_analyze_bad_input_exits_2(tiny_run, capsys, extra, msg):
     assert main(["analyze", str(tiny_run), *extra]) == 2
     e = capsys.readouterr().err
     assert msg in e and len(e.strip().splitlines()) == 1
+
+
+def test_cli_analyze_diverged_run_exits_2(tmp_path, capsys):
+    cfg = bn.RunConfig(task=bn.TaskSpec("composite", (("n_test", 16), ("n_train", 32))),
+                       model=bn.ModelSpec("mlp", 8, 4), stages=(bn.Stage("gd", 1e4, 0.0, 50),),
+                       log_every=10, device="cpu")
+    r = bn.run(cfg, tmp_path, progress=False)
+    assert r.status == "diverged"
+    assert main(["analyze", str(r.path)]) == 2
+    e = capsys.readouterr().err
+    assert "diverged run?" in e and len(e.strip().splitlines()) == 1
+
+
+def test_analyze_rejects_overflowing_forward_pass():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].weight.fill_(3e38)
+    with pytest.raises(bn.DataError, match="overflows torch.float32 at layer 1"):
+        bn.analyze(net, torch.ones(4, 2))
 
 
 def test_cli_analyze_not_a_run_exits_2(tmp_path, capsys):

@@ -88,7 +88,12 @@ def test_weight_spectra_verdict():
     assert not weight_spectra.verdict(_sweep(sk1=lambda L: 0.2)).passed  # does not fall
     assert not weight_spectra.verdict(_sweep(sk1=lambda L: 0.9 * (L / 8) ** -0.5)).passed
     assert c.values["exponent_err"] == pytest.approx(0.0, abs=1e-9)  # exact power law
-    assert "±" in c.measured
+    assert "±" in c.measured and "off the count: none" in c.measured
+    one = _sweep()  # one middle layer with k+1 values near 1: the median hides it, not the check
+    i = one.layers.index[one.layers["middle"]][0]
+    one.layers.loc[i, "n_near_1"] = 3
+    c = weight_spectra.verdict(one)
+    assert not c.passed and "3 near 1" in c.measured.split("off the count:")[1]
 
 
 def test_loglog_fit_standard_error():
@@ -133,6 +138,8 @@ def test_learning_rate_verdict():
     df.loc[0, "status"] = "diverged"
     df.loc[0, "ntk_per_NL"] = np.nan
     assert learning_rate.verdict(df).passed  # a diverged run is reported, not counted
+    grow = learning_rate.verdict(_lr_frame(ntk=lambda L, c: 0.08 * L / c))
+    assert "c=0.5: 1.00" in grow.measured  # growth with depth is shown (no verdict on it)
     eos = _lr_frame(hess=lambda lr: 2.3 / lr).assign(n_up=50, converged=False)
     c = learning_rate.verdict(eos)  # edge of stability above 2/lr (+10%): fails, flagged
     assert not c.passed and c.values["n_converged"] == 0

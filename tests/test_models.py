@@ -91,6 +91,17 @@ def test_rebalance_on_sequential_and_dead_neurons():
     assert net[2].weight[:, 1].abs().max().item() == 0.0
 
 
+@pytest.mark.parametrize("act", [nn.Tanh(), nn.LayerNorm(4), nn.Sequential(nn.ReLU())])
+def test_rebalance_rejects_chains_it_would_change(act):
+    net = nn.Sequential(nn.Linear(3, 4), act, nn.Linear(4, 2)).double()
+    w = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(bn.ConfigError, match=type(act).__name__):
+        bn.rebalance(net)
+    with pytest.raises(bn.ConfigError, match=type(act).__name__):
+        bn.balancedness(net)
+    assert all(torch.equal(a, b) for a, b in zip(w, net.parameters(), strict=True))
+
+
 def test_bad_model_arguments():
     with pytest.raises(bn.ConfigError, match="depth"):
         bn.MLP(3, 4, 0, 2)

@@ -102,6 +102,7 @@ BAD = [
     (["--task", "nope"], "unknown task"),
     (["--depth", "0"], "--depth"),
     (["--width", "0"], "width"),
+    (["--width", "8,8,8"], "depth-1"),
     (["--steps", "0"], "--steps"),
     (["--lam", "-1"], "--lam"),
     (["--lr", "-0.1"], "--lr"),

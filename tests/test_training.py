@@ -109,6 +109,34 @@ def test_resume_equals_uninterrupted(tmp_path, interrupt_at):
     assert list(r2.history.step) == list(ref.history.step)
 
 
+def test_resume_ignores_a_stale_readable_checkpoint_copy(tmp_path):
+    """A crash between the weights file and its readable JSON copy must not pair weights of
+    one step with the history of another: the resume state is in the weights' header."""
+    import json
+
+    stages = [bn.Stage("adam", 2e-3, 0.0, 60)]
+    full = small(3, torch.float32)
+    bn.train(full, TASK, stages, seed=1, log_every=10, progress=False)
+
+    def stop(step, row):
+        if step == 40:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck"
+    bn.train(small(3, torch.float32), TASK, stages, seed=1, log_every=10, checkpoint=ck,
+             checkpoint_every=20, callback=stop, progress=False)
+    stale = json.loads((tmp_path / "ck.json").read_text())
+    assert stale["step"] == 40
+    stale["step"], stale["history"] = 20, stale["history"][:3]  # the copy of an older step
+    (tmp_path / "ck.json").write_text(json.dumps(stale))
+    m = small(99, torch.float32)
+    r = bn.train(m, TASK, stages, seed=1, log_every=10, checkpoint=ck, checkpoint_every=20,
+                 resume=True, progress=False)
+    assert r.status == "completed" and r.steps == 60
+    for p, q in zip(m.parameters(), full.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
 def test_default_recipe_warms_the_penalty_up():
     st = bn.default_recipe(lam=0.01, steps=600)
     assert [s.lam for s in st] == [0.0, 0.01, 0.01]

@@ -29,11 +29,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Atomically save tensors (moved to CPU, made contiguous) as safetensors."""
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> None:
+    """Atomically save tensors (moved to CPU, made contiguous) as safetensors, with optional
+    string ``metadata`` in the file's header."""
     from safetensors.torch import save_file
 
     path = Path(path)
     tmp = _tmp(path)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata=metadata)
     os.replace(tmp, path)

@@ -6,6 +6,7 @@ with exit code 2 and no traceback; nothing is written for rejected input.
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -225,6 +226,22 @@ _ANALYZE_COLUMNS = ["layer", "n_out", "n_in", "skipped", "frob2", "s1", "s2", "s
                     "in_bottleneck"]
 
 
+def _check_figure_path(path: Path) -> None:
+    """Reject a figure path matplotlib cannot write (unknown format, missing or read-only
+    folder) before any work is done."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    ext = path.suffix.lower().lstrip(".")
+    if ext not in formats:
+        raise ConfigError(f"--plot {path}: unknown figure format {path.suffix or '(none)'!r}; "
+                          f"use one of {', '.join('.' + f for f in sorted(formats))}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"--plot {path}: the folder {parent} does not exist or is not "
+                          "writable")
+
+
 @app.command("analyze")
 def analyze_cmd(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by bnstruct train")],
@@ -247,6 +264,8 @@ def analyze_cmd(
 
     if points is not None and points < 1:
         raise ConfigError(f"--points must be >= 1, got {points}")
+    if plot is not None:
+        _check_figure_path(plot)
     r = load_run(run_dir)
     X, Y = r.task.X, r.task.Y
     if points is not None:
@@ -260,7 +279,10 @@ def analyze_cmd(
     a.summary["task_bn_rank"] = r.task.bn_rank
     if plot is not None:
         color, label = _pca_color(r.task, X.shape[0])
-        a.plot(plot, color=color, color_label=label)
+        try:
+            a.plot(plot, color=color, color_label=label)
+        except OSError as e:
+            raise ConfigError(f"cannot write --plot {plot}: {e.strerror or e}") from None
     if as_json:
         sys.stdout.write(json.dumps(a.to_dict(), indent=2, allow_nan=False) + "\n")
         return

@@ -62,6 +62,9 @@ class ModelSpec:
         ws = self.width if isinstance(self.width, tuple) else (self.width,)
         if not all(isinstance(w, int) and w >= 1 for w in ws):
             raise ConfigError(f"width must be integer(s) >= 1, got {self.width!r}")
+        if isinstance(self.width, tuple) and len(self.width) != self.depth - 1:
+            raise ConfigError(f"width list has {len(self.width)} entries; depth {self.depth} "
+                              f"needs depth-1 = {self.depth - 1}")
 
     def build(self, d_in: int, d_out: int, *, seed: int, dtype: torch.dtype,
               device: torch.device) -> _Chain:

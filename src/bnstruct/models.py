@@ -155,10 +155,19 @@ class DeepLinear(_Chain):
 
 
 def linear_layers(model: nn.Module) -> list[nn.Linear]:
-    """The ``nn.Linear`` layers of a bnstruct model or of an ``nn.Sequential`` chain, in order."""
+    """The ``nn.Linear`` layers of a bnstruct model or of an ``nn.Sequential`` chain, in order.
+
+    A chain may hold only ``Linear``, ``ReLU``, ``LeakyReLU`` and ``Identity`` (positively
+    homogeneous activations: what :func:`rebalance` needs to leave ``f`` unchanged); any other
+    module raises :class:`ConfigError` naming it."""
     if isinstance(model, _Chain):
         return list(model.layers)
     if isinstance(model, nn.Sequential):
+        for i, m in enumerate(model):
+            if not isinstance(m, nn.Linear | nn.ReLU | nn.LeakyReLU | nn.Identity):
+                raise ConfigError(
+                    f"module {i} ({type(m).__name__}) of the nn.Sequential is not supported: "
+                    "use Linear, ReLU, LeakyReLU or Identity (positively homogeneous)")
         return [m for m in model if isinstance(m, nn.Linear)]
     raise ConfigError(
         f"{type(model).__name__} is not supported: use bnstruct.MLP, bnstruct.DeepLinear or an "

@@ -506,11 +506,14 @@ def fit_depth_runs(store: str | Path | pd.DataFrame, *, where: str | None = None
     r"""Fit :func:`fit_depth` to every group of runs of one task across depths.
 
     Runs are grouped by task (builder name and all its options, from the run's config), model,
-    width and ``lam`` (the final stage's); only runs with ``status`` are used. ``store`` is a
+    width, and the final stage's optimizer, ``lr`` and ``lam`` (runs trained differently are
+    never fitted together; a sweep whose lr scales with depth, such as ``lr = c/L``, gives one
+    group per run, each reported as skipped); only runs with ``status`` are used. ``store`` is a
     store directory (filtered with the SQL ``where`` clause, see :func:`bnstruct.runs`) or a
     DataFrame from :func:`bnstruct.runs`.
 
-    Returns one row per group: ``task``, ``task_options``, ``model``, ``width``, ``lam``,
+    Returns one row per group: ``task``, ``task_options``, ``model``, ``width``,
+    ``optimizer``, ``lr``, ``lam``,
     ``k_task`` (known bottleneck rank of the task, if any), ``depths``, ``n_runs``, ``R0``,
     ``R0_err``, ``R1``, ``R1_err`` (``R2``, ``R2_err`` for ``order=2``), ``dof``, ``sigma``,
     ``note``. A group with too few depths is kept with ``NaN`` estimates and a note saying so
@@ -536,7 +539,8 @@ def fit_depth_runs(store: str | Path | pd.DataFrame, *, where: str | None = None
                         + (f" (where {where!r})" if where else ""))
     df = df.copy()
     df["_task_key"] = [_task_key(r) for _, r in df.iterrows()]
-    keys = ["_task_key"] + [c for c in ("model", "width", "lam") if c in df.columns]
+    keys = ["_task_key"] + [c for c in ("model", "width", "optimizer", "lr", "lam")
+                            if c in df.columns]
     rows: list[dict[str, Any]] = []
     for gkey, g in df.groupby(keys, sort=True, dropna=False):
         gkey = gkey if isinstance(gkey, tuple) else (gkey,)

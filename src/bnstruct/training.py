@@ -222,10 +222,18 @@ def train(model: nn.Module, task: Task, stages: Sequence[Stage] | None = None, *
     if checkpoint is not None:
         ck_w, ck_j = Path(f"{checkpoint}.safetensors"), Path(f"{checkpoint}.json")
     resumed: dict[str, torch.Tensor] | None = None
-    if resume and ck_j is not None and ck_j.exists() and ck_w is not None and ck_w.exists():
-        meta = json.loads(ck_j.read_text())
+    if resume and ck_w is not None and ck_w.exists():
+        # the resume state lives in the weights file's header: one atomic file, so a crash
+        # can never pair weights of one step with the history of another
+        from safetensors import safe_open
+
+        with safe_open(str(ck_w), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("bnstruct_checkpoint", "null") or "null")
+        if meta is None:
+            raise ConfigError(f"checkpoint {ck_w} has no bnstruct resume state: delete it to "
+                              "start over")
         if meta.get("stages") != [asdict(s) for s in stages]:
-            raise ConfigError(f"checkpoint {ck_j} was written for other stages; "
+            raise ConfigError(f"checkpoint {ck_w} was written for other stages; "
                               "resume with the same configuration")
         resumed = load_file(str(ck_w), device=str(p0.device))
         model.load_state_dict({k[6:]: v for k, v in resumed.items() if k.startswith("model.")})
@@ -233,10 +241,11 @@ def train(model: nn.Module, task: Task, stages: Sequence[Stage] | None = None, *
 
     def save_checkpoint(step: int, opt: torch.optim.Optimizer | None) -> None:
         assert ck_w is not None and ck_j is not None
-        save_tensors(ck_w, _state_tensors(model, opt))
-        atomic_write_text(ck_j, json.dumps({"step": step, "history": rows,
-                                            "seconds": elapsed + time.perf_counter() - t0,
-                                            "stages": [asdict(s) for s in stages]}))
+        meta = json.dumps({"step": step, "history": rows,
+                           "seconds": elapsed + time.perf_counter() - t0,
+                           "stages": [asdict(s) for s in stages]})
+        save_tensors(ck_w, _state_tensors(model, opt), metadata={"bnstruct_checkpoint": meta})
+        atomic_write_text(ck_j, meta)  # a readable copy; resume reads the header above
 
     def log(step: int, si: int, stage: Stage) -> dict[str, Any]:
         row = {"step": step, "stage": si, "lr": stage.lr, "lam": stage.lam,

@@ -205,10 +205,22 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     band, gap_min = THRESHOLDS["near_one_band"], THRESHOLDS["gap_min"]
     rtol = THRESHOLDS["threshold_rtol"]
 
+    bad = [chain.names[i] for i, (W, b) in enumerate(zip(chain.weights, chain.biases,
+                                                         strict=True))
+           if not bool(torch.isfinite(W).all()) or (b is not None
+                                                     and not bool(torch.isfinite(b).all()))]
+    if bad:
+        raise DataError(f"the model has non-finite parameters in {', '.join(bad)} (a diverged "
+                        "run?): there is nothing to analyze")
     # weights
     w_spec = [torch.linalg.svdvals(W).cpu().numpy() for W in chain.weights]
     # representations (hooks, model dtype), centered
     reps = representations(model, X)
+    over = [l for l, A in enumerate(reps, start=1) if not bool(torch.isfinite(A).all())]
+    if over:
+        raise DataError(f"the forward pass overflows {chain.model_dtype} at layer {over[0]} "
+                        "(a diverged run?): analyze a float64 copy, model.double(), or a run "
+                        "that converged")
     eps_model = torch.finfo(chain.model_dtype).eps
     r_spec, centered = [], []
     for A in reps:
