@@ -180,8 +180,10 @@ def narrow_minima_figure(df: pd.DataFrame, path: Path) -> Path:
     """NTK top eigenvalue / (N L) of the rank-k and the rank-1 solutions."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.4, 3.8))
-    ax.bar(df["solution"], df["ntk_per_NL"], color=["C0", "C3"])
-    ax.set(yscale="log", ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
+    bars = ax.bar(df["solution"], df["ntk_per_NL"], color=["C0", "C3"])
+    ax.bar_label(bars, fmt="%.3g")  # a linear axis from 0: bar heights compare honestly
+    ax.set(ylim=(0, 1.12 * float(df["ntk_per_NL"].max())),
+           ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
            title=f"same task, depth {int(df['depth'].iloc[0])}")
     return _save(fig, path)
 
