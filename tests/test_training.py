@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -83,6 +85,8 @@ def test_divergence_is_recorded_not_raised():
     r = bn.train(m, TASK, [bn.Stage("gd", 1e3, 0.0, 500)], log_every=10, progress=False)
     assert r.status == "diverged"
     assert r.diverged_at is not None and 0 < r.diverged_at < 500
+    assert int(r.history["step"].iloc[-1]) == r.diverged_at  # the diverging step is logged
+    assert not math.isfinite(r.final["objective"])  # final metrics are not the last good ones
 
 
 @pytest.mark.parametrize("interrupt_at", [30, 60])

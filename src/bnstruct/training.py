@@ -297,6 +297,8 @@ def train(model: nn.Module, task: Task, stages: Sequence[Stage] | None = None, *
                     loss = torch.nn.functional.mse_loss(model(xb), yb, reduction="sum") / nb
                     if not math.isfinite(loss.item()):
                         status, diverged_at = "diverged", step
+                        if not rows or rows[-1]["step"] != step:
+                            log(step, si, stage)  # the final metrics are the diverged ones
                         break
                     loss.backward()
                     opt.step()
