@@ -205,10 +205,8 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     band, gap_min = THRESHOLDS["near_one_band"], THRESHOLDS["gap_min"]
     rtol = THRESHOLDS["threshold_rtol"]
 
-    bad = [chain.names[i] for i, (W, b) in enumerate(zip(chain.weights, chain.biases,
-                                                         strict=True))
-           if not bool(torch.isfinite(W).all()) or (b is not None
-                                                     and not bool(torch.isfinite(b).all()))]
+    bad = [name for name, W, b in zip(chain.names, chain.weights, chain.biases, strict=True)
+           if not all(bool(torch.isfinite(t).all()) for t in (W, b) if t is not None)]
     if bad:
         raise DataError(f"the model has non-finite parameters in {', '.join(bad)} (a diverged "
                         "run?): there is nothing to analyze")

@@ -33,7 +33,7 @@ from ..tasks import TaskSpec
 from ..training import Stage, default_recipe
 
 __all__ = ["Claim", "Mode", "MODES", "Context", "train_run", "layer_table", "middle_layers",
-           "SweepConfig", "sweep_runs", "NEAR_ONE", "SMALL", "REP_RANK_METHOD"]
+           "SweepConfig", "sweep_runs", "loglog_fit", "NEAR_ONE", "SMALL", "REP_RANK_METHOD"]
 
 Mode = Literal["smoke", "quick", "full"]
 MODES: tuple[str, ...] = ("smoke", "quick", "full")
@@ -240,6 +240,21 @@ def timed(fn: Callable[[], Claim]) -> Claim:
     t0 = time.perf_counter()
     c = fn()
     return dataclasses.replace(c, seconds=time.perf_counter() - t0)
+
+
+def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of log y against log x and its standard error (nan with < 2
+    points, one distinct x or y <= 0; the error is nan with < 3 points)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.size < 2 or np.any(y <= 0) or np.unique(x).size < 2:
+        return float("nan"), float("nan")
+    lx, ly = np.log(x), np.log(y)
+    b, a = np.polyfit(lx, ly, 1)
+    if x.size < 3:
+        return float(b), float("nan")
+    resid = ly - (a + b * lx)
+    se = np.sqrt(resid @ resid / (x.size - 2) / ((lx - lx.mean()) @ (lx - lx.mean())))
+    return float(b), float(se)
 
 
 def fmt(x: float, nd: int = 3) -> str:

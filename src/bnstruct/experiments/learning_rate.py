@@ -38,7 +38,7 @@ import torch
 
 from ..config import ModelSpec
 from ..training import Stage
-from ._common import Claim, Context, _to64, task_spec, train_run
+from ._common import Claim, Context, _to64, loglog_fit, task_spec, train_run
 
 NAME = "learning-rate"
 STATEMENT = ("full-batch GD at lr = c/L for several c and depths: ntk_max_eig/(N L) stays "
@@ -143,7 +143,7 @@ def verdict(df: pd.DataFrame, cfg: Config | None = None) -> Claim:
     n_col = int((df["status"] == "collapsed").sum())
     n_conv = int(ok["converged"].sum()) if "converged" in ok else 0
     # secondary evidence (no verdict): growth with depth at fixed c, per-depth order in c
-    growth = {c: _loglog_slope(g["depth"], g["ntk_per_NL"]) for c, g in ok.groupby("c")}
+    growth = {c: loglog_fit(g["depth"], g["ntk_per_NL"])[0] for c, g in ok.groupby("c")}
     per_depth = {L: g.sort_values("c")["ntk_per_NL"].to_numpy() for L, g in ok.groupby("depth")}
     not_mono = [int(L) for L, v in per_depth.items() if v.size > 1 and np.any(np.diff(v) >= 0)]
     c1 = (ok["param_norm2"] - 2 * ok["depth"]) if "param_norm2" in ok else pd.Series(dtype=float)
@@ -174,13 +174,6 @@ def verdict(df: pd.DataFrame, cfg: Config | None = None) -> Claim:
         values={"n_converged": n_conv, "bound_ok": bound_ok, "monotone_ok": mono_ok,
                 "hessian_ok": hess_ok,
                 "runs": df.to_dict("list")})
-
-
-def _loglog_slope(x: pd.Series, y: pd.Series) -> float:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.size < 2 or np.any(y <= 0) or np.unique(x).size < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
 def figure(df: pd.DataFrame, figdir: Path) -> list[Path]:
