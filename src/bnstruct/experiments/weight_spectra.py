@@ -3,8 +3,9 @@ near 1 and the others are small, and the median :math:`s_{k+1}` over middle laye
 depth like :math:`L^{-1/2}` (THEORY 3, prediction 3).
 
 "Near 1" is :data:`~bnstruct.experiments._common.NEAR_ONE` (``[0.5, 2]``), "small" is below
-:data:`~bnstruct.experiments._common.SMALL` (0.5). The count is the median over the middle
-layers of each net; it must equal k in every net of the sweep. The table also records, per
+:data:`~bnstruct.experiments._common.SMALL` (0.5). The count must equal k, and s_{k+1} be
+small, in every middle layer of every net of the sweep (exceptions are listed); the table
+shows the per-net medians, and the exponent is fitted to the median s_{k+1}. It also records, per
 layer, how well the right singular vector of :math:`s_{k+1}` aligns with the mean of the
 layer's input (``mean_align``): near 1 means the extra direction carries the constant offset
 of the (uncentered, post-ReLU) representation.
