@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from .errors import ConfigError
-from .models import MLP, DeepLinear, _Chain
+from .models import MODELS, FeedForward, build_model
 from .tasks import TaskSpec
 from .training import Stage, default_recipe
 
@@ -47,16 +47,18 @@ def _strict(cls: type, d: Any, where: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """``kind`` ``mlp`` (ReLU, biases) or ``linear`` (:class:`~bnstruct.DeepLinear`)."""
+    """A network family from :data:`bnstruct.models.MODELS` (``mlp``: ReLU with biases;
+    ``linear``: :class:`~bnstruct.DeepLinear`, which has no biases), its hidden width(s) and
+    depth ``L`` (number of weight matrices)."""
 
-    kind: Literal["mlp", "linear"] = "mlp"
+    kind: str = "mlp"
     width: int | tuple[int, ...] = 64
     depth: int = 12
     bias: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mlp", "linear"):
-            raise ConfigError(f"model must be mlp or linear, got {self.kind!r}")
+        if self.kind not in MODELS:
+            raise ConfigError(f"unknown model {self.kind!r}: choose one of {', '.join(MODELS)}")
         if not isinstance(self.depth, int) or self.depth < 1:
             raise ConfigError(f"depth must be an integer >= 1, got {self.depth!r}")
         ws = self.width if isinstance(self.width, tuple) else (self.width,)
@@ -67,13 +69,12 @@ class ModelSpec:
                               f"needs depth-1 = {self.depth - 1}")
 
     def build(self, d_in: int, d_out: int, *, seed: int, dtype: torch.dtype,
-              device: torch.device) -> _Chain:
+              device: torch.device) -> FeedForward:
         width = list(self.width) if isinstance(self.width, tuple) else self.width
-        if self.kind == "linear":
-            return DeepLinear(d_in, width, self.depth, d_out, seed=seed, dtype=dtype,
-                              device=device)
-        return MLP(d_in, width, self.depth, d_out, bias=self.bias, seed=seed, dtype=dtype,
-                   device=device)
+        # DeepLinear has no biases whatever ``bias`` says (kept for config compatibility)
+        bias = self.bias and self.kind != "linear"
+        return build_model(self.kind, d_in, width, self.depth, d_out, bias=bias, seed=seed,
+                           dtype=dtype, device=device)
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelSpec:

@@ -33,7 +33,7 @@ import torch
 from ._io import atomic_write_text, save_tensors
 from .config import DTYPES, RunConfig, resolve_device
 from .errors import BnstructError, ConfigError, RunExistsError
-from .models import _Chain
+from .models import FeedForward
 from .tasks import Task
 from .training import train
 
@@ -108,7 +108,7 @@ class Run:
 
     path: Path
     config: RunConfig
-    model: _Chain
+    model: FeedForward
     task: Task
     history: pd.DataFrame
     summary: dict[str, Any]

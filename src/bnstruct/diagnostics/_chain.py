@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..models import _Chain
+from ..models import FeedForward
 
 __all__ = ["Chain", "Forward", "parse_chain", "check_X", "forward", "backward_factors",
            "is_chain"]
@@ -114,12 +114,12 @@ def parse_chain(model: nn.Module, dtype: torch.dtype | None = torch.float64) -> 
     layers: list[nn.Linear] = []
     names: list[str] = []
     acts: list[list[_Act]] = []
-    if isinstance(model, _Chain):
+    if isinstance(model, FeedForward):
         for i, lin in enumerate(model.layers):
             layers.append(lin)
             names.append(f"layers.{i}")
             hidden = i < len(model.layers) - 1
-            acts.append([_Act(0.0)] if model._relu and hidden else [])
+            acts.append([_Act(0.0)] if model.activation == "relu" and hidden else [])
     elif isinstance(model, nn.Sequential):
         for name, m in _flatten(model, ""):
             if isinstance(m, nn.Linear):

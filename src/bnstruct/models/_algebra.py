@@ -1,4 +1,4 @@
-r"""Networks and their parameter algebra.
+r"""The parameter algebra of feed-forward chains: norm, balancedness, rebalancing.
 
 Conventions (THEORY section 1): depth ``L`` is the number of weight matrices,
 
@@ -13,145 +13,13 @@ Weights use PyTorch's ``nn.Linear`` layout: ``W_l`` has shape ``[n_l, n_{l-1}]``
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ._feedforward import FeedForward
 
-__all__ = ["MLP", "DeepLinear", "param_norm2", "rebalance", "balancedness", "linear_layers"]
-
-
-def _widths(d_in: int, width: int | Sequence[int], depth: int, d_out: int) -> list[int]:
-    for name, v in (("d_in", d_in), ("d_out", d_out), ("depth", depth)):
-        if not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-    if isinstance(width, int):
-        if width < 1:
-            raise ConfigError(f"width must be >= 1, got {width}")
-        hidden = [width] * (depth - 1)
-    else:
-        hidden = [int(w) for w in width]
-        if len(hidden) != depth - 1:
-            raise ConfigError(
-                f"width list has {len(hidden)} entries; depth {depth} needs depth-1 = {depth - 1}"
-            )
-        if any(w < 1 for w in hidden):
-            raise ConfigError(f"every hidden width must be >= 1, got {hidden}")
-    return [d_in, *hidden, d_out]
-
-
-class _Chain(nn.Module):
-    """A chain of ``nn.Linear`` layers with an elementwise nonlinearity in between."""
-
-    def __init__(self, sizes: list[int], bias: bool, relu: bool, gain: float, seed: int | None,
-                 dtype: torch.dtype | None, device: torch.device | str | None):
-        super().__init__()
-        self.sizes = list(sizes)
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b, bias=bias, dtype=dtype, device=device)
-            for a, b in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        self._relu = relu
-        self.gain = float(gain)
-        self.reset_parameters(seed)
-
-    @property
-    def depth(self) -> int:
-        """Number of weight matrices ``L``."""
-        return len(self.layers)
-
-    @property
-    def d_in(self) -> int:
-        return self.sizes[0]
-
-    @property
-    def d_out(self) -> int:
-        return self.sizes[-1]
-
-    @property
-    def widths(self) -> list[int]:
-        """Hidden widths ``n_1 .. n_{L-1}``."""
-        return self.sizes[1:-1]
-
-    @torch.no_grad()
-    def reset_parameters(self, seed: int | None = None) -> None:
-        r"""Gaussian init ``W ~ N(0, gain / fan_in)``, zero biases (He init for ReLU: gain 2).
-
-        ``seed`` makes the init independent of the global RNG (bit-identical across calls).
-        """
-        gen = None
-        if seed is not None:
-            gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        for lin in self.layers:
-            w = torch.randn(lin.weight.shape, generator=gen, dtype=torch.float64)
-            lin.weight.copy_(w * math.sqrt(self.gain / lin.in_features))
-            if lin.bias is not None:
-                lin.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[N, d_in]`` -> ``[N, d_out]``."""
-        *hidden, last = self.layers
-        for lin in hidden:
-            x = lin(x)
-            if self._relu:
-                x = torch.relu(x)
-        return last(x)
-
-    def weights(self) -> list[torch.Tensor]:
-        """``[W_1, ..., W_L]`` (live parameters, shapes ``[n_l, n_{l-1}]``)."""
-        return [lin.weight for lin in self.layers]
-
-    def biases(self) -> list[torch.Tensor | None]:
-        return [lin.bias for lin in self.layers]
-
-    def extra_repr(self) -> str:
-        return f"sizes={self.sizes}"
-
-
-class MLP(_Chain):
-    r"""Fully connected ReLU network of depth ``L`` (= number of weight matrices).
-
-    Args:
-        d_in: input dimension.
-        width: hidden width (int) or the list of the ``L-1`` hidden widths.
-        depth: ``L >= 1``; ``depth=1`` is an affine map.
-        d_out: output dimension.
-        bias: include biases (they count in :func:`param_norm2`).
-        seed: seed of the He init (``W ~ N(0, 2/fan_in)``, ``b = 0``); ``None`` uses the
-            global RNG.
-        dtype, device: as for ``nn.Linear``.
-
-    Shapes: ``forward`` maps ``[N, d_in] -> [N, d_out]``.
-    """
-
-    def __init__(self, d_in: int, width: int | Sequence[int], depth: int, d_out: int, *,
-                 bias: bool = True, seed: int | None = None, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None):
-        super().__init__(_widths(d_in, width, depth, d_out), bias, True, 2.0, seed, dtype, device)
-
-
-class DeepLinear(_Chain):
-    r"""Deep linear network :math:`f(x) = W_L \cdots W_1 x` (no biases, no nonlinearity).
-
-    Init ``W ~ N(0, 1/fan_in)``. Same arguments as :class:`MLP` without ``bias``.
-    """
-
-    def __init__(self, d_in: int, width: int | Sequence[int], depth: int, d_out: int, *,
-                 seed: int | None = None, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None):
-        super().__init__(_widths(d_in, width, depth, d_out), False, False, 1.0, seed, dtype,
-                         device)
-
-    def end_to_end(self) -> torch.Tensor:
-        """The product ``A = W_L ... W_1``, shape ``[d_out, d_in]``."""
-        with torch.no_grad():
-            A = self.layers[0].weight
-            for lin in self.layers[1:]:
-                A = lin.weight @ A
-            return A.clone()
+__all__ = ["param_norm2", "rebalance", "balancedness", "linear_layers"]
 
 
 def linear_layers(model: nn.Module) -> list[nn.Linear]:
@@ -160,7 +28,7 @@ def linear_layers(model: nn.Module) -> list[nn.Linear]:
     A chain may hold only ``Linear``, ``ReLU``, ``LeakyReLU`` and ``Identity`` (positively
     homogeneous activations: what :func:`rebalance` needs to leave ``f`` unchanged); any other
     module raises :class:`ConfigError` naming it."""
-    if isinstance(model, _Chain):
+    if isinstance(model, FeedForward):
         return list(model.layers)
     if isinstance(model, nn.Sequential):
         for i, m in enumerate(model):
