@@ -134,7 +134,7 @@ def test_analyze_finds_a_planted_bottleneck():
     assert s["jacobian_rank"] == 3 and s["jacobian_rank_min"] == 3
     assert len(df) == 5 and list(df["layer"]) == [1, 2, 3, 4, 5]
     assert (df["near_one"] == 3).all() and (df["gap_rank"] == 3).all()
-    assert (df["rep_rank"] == 3).all() and (df["skipped"] == "").all()
+    assert (df["rep_rank_numerical"] == 3).all() and (df["skipped"] == "").all()
     assert_close(df["s_k1"], np.zeros(5), rtol=0, atol=1e-12, what="s_{k+1}")
     for i, sv in enumerate(S_PLANTED, start=1):
         assert_close(df[f"s{i}"], np.full(5, sv), rtol=1e-12, atol=0, what=f"s{i}")

@@ -222,7 +222,7 @@ def fit_depth_cmd(
 
 _ANALYZE_COLUMNS = ["layer", "n_out", "n_in", "skipped", "frob2", "s1", "s2", "s_k1", "near_one",
                     "gap_rank", "gap_ratio", "stable_rank", "w_erank_entropy",
-                    "rep_erank_entropy", "rep_erank_participation", "rep_rank", "balance",
+                    "rep_erank_entropy", "rep_erank_participation", "rep_rank_numerical", "balance",
                     "in_bottleneck"]
 
 

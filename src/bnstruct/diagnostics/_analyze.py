@@ -9,7 +9,8 @@ Conventions (also returned in ``summary["thresholds"]`` / ``summary["conventions
   :math:`A_\ell - \mathbf 1 \bar a_\ell^T` (``[N, n_l]``, mean over the points): the dimension
   of the cloud of points, not its offset. The numerical rank uses numpy's rule
   ``s_i > s_1 max(N, n_l) eps`` with ``eps`` of the model's dtype (hooks run in it).
-- A singular value is **near 1** when ``|s - 1| <= near_one_band`` (0.5).
+- A singular value is **near 1** when it lies in :data:`bnstruct.conventions.NEAR_ONE`
+  (``[0.5, 2]``); ``middle`` marks :func:`bnstruct.conventions.middle_layers`.
 - A layer has a **clear gap at k** when ``s_k / s_{k+1} >= gap_min`` (2.0); ``gap_rank`` is
   the position ``i`` of the largest ratio ``s_i / s_{i+1}`` of its W among the significant
   values ``s_i >= threshold_rtol * s_1`` (0.1), ``gap_ratio`` that ratio.
@@ -42,6 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..conventions import NEAR_ONE, count_near_one, middle_layers
 from ..errors import ConfigError, DataError
 from ..models import balancedness
 from ._bounds import bottleneck_bound, check_k
@@ -55,7 +57,8 @@ from ._spectra import THRESHOLD_RTOL, effective_rank, numerical_rank
 __all__ = ["Analysis", "analyze", "THRESHOLDS", "LAYER_COLUMNS"]
 
 THRESHOLDS: dict[str, float] = {
-    "near_one_band": 0.5,
+    "near_one_lo": NEAR_ONE[0],
+    "near_one_hi": NEAR_ONE[1],
     "gap_min": 2.0,
     "threshold_rtol": THRESHOLD_RTOL,
     "top_singular_values": 4,
@@ -68,7 +71,7 @@ LAYER_COLUMNS = (
     + ["near_one", "s_k1", "gap_rank", "gap_ratio", "clear_gap_at_k", "stable_rank",
        "w_erank_entropy", "w_erank_participation", "w_erank_threshold",
        "rep_width", "rep_erank_entropy", "rep_erank_participation", "rep_erank_threshold",
-       "rep_rank", "balance", "in_bottleneck"]
+       "rep_rank_numerical", "balance", "middle", "in_bottleneck"]
 )
 
 
@@ -202,7 +205,7 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     if lam is not None and not (isinstance(lam, int | float) and lam >= 0):
         raise ConfigError(f"lam must be a number >= 0, got {lam!r}")
     N, L = X.shape[0], chain.depth
-    band, gap_min = THRESHOLDS["near_one_band"], THRESHOLDS["gap_min"]
+    gap_min = THRESHOLDS["gap_min"]
     rtol = THRESHOLDS["threshold_rtol"]
 
     bad = [name for name, W, b in zip(chain.names, chain.weights, chain.biases, strict=True)
@@ -232,6 +235,7 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     jranks = np.array([numerical_rank(s, tuple(J.shape[1:]), torch.finfo(J.dtype).eps)
                        for s in sJ])
 
+    mids = set(middle_layers(L))
     rows: list[dict[str, Any]] = []
     for l in range(1, L + 1):
         W, b, s = chain.weights[l - 1], chain.biases[l - 1], w_spec[l - 1]
@@ -245,7 +249,7 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
         }
         for i in range(_TOP):
             row[f"s{i + 1}"] = float(s[i]) if i < len(s) else math.nan
-        row["near_one"] = int((np.abs(s - 1) <= band).sum())
+        row["near_one"] = count_near_one(s)
         ok = not skipped
         gr, gratio = _gap(s, rtol) if ok else (math.nan, math.nan)
         row.update(gap_rank=gr, gap_ratio=gratio,
@@ -256,7 +260,8 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
         row["rep_width"] = reps[l - 1].shape[1]
         for m in ("entropy", "participation", "threshold"):
             row[f"rep_erank_{m}"] = effective_rank(rs, m, rtol)
-        row["rep_rank"] = numerical_rank(rs, (N, reps[l - 1].shape[1]), eps_model)
+        row["rep_rank_numerical"] = numerical_rank(rs, (N, reps[l - 1].shape[1]), eps_model)
+        row["middle"] = l in mids
         rows.append(row)
     bal = balancedness(model).cpu().numpy() if L > 1 else np.zeros(0)
     for l, row in enumerate(rows, start=1):
@@ -353,7 +358,7 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     summary["conventions"] = {
         "representation": "a_l = sigma(z_l) for l < L, f(x) for l = L; spectra of the "
                           "centered [N, n_l] matrix",
-        "rep_rank": "numerical rank, s_i > s_1 * max(N, n_l) * eps(model dtype)",
+        "rep_rank_numerical": "numerical rank, s_i > s_1 * max(N, n_l) * eps(model dtype)",
         "jacobian_rank": "numerical rank, s_i > s_1 * max(d_out, d_in) * eps(float64)",
         "objective": "(1/N) sum ||f(x_i) - y_i||^2 + lam ||theta||^2 (biases included)",
     }

@@ -53,7 +53,8 @@ def plot_analysis(a: Analysis, path: str | Path | None = None, *, color: Any = N
         ax1.legend(fontsize=7)
     for col, lab in (("rep_erank_entropy", "entropy"), ("rep_erank_participation",
                                                         "participation"),
-                     ("rep_erank_threshold", "threshold"), ("rep_rank", "numerical rank")):
+                     ("rep_erank_threshold", "threshold"),
+                     ("rep_rank_numerical", "numerical rank")):
         ax2.plot(layers, df[col], marker="o", ms=3, label=lab)
     ax2.axhline(k, color="k", lw=0.8, ls="--", label=f"k = {k}")
     if s["bottleneck_layers"]:
