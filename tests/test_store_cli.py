@@ -165,3 +165,66 @@ def test_diverged_run_is_recorded(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("diverged:")
     df = bn.runs(tmp_path)
     assert df.status.tolist() == ["diverged"]
+    summary_text = (tmp_path / df.name.iloc[0] / "summary.json").read_text()
+
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    summary = json.loads(summary_text, parse_constant=refuse)  # strict: no NaN / Infinity
+    assert summary["status"] == "diverged" and "non-finite" in summary["reason"]
+    assert summary["final"]["objective"] is None  # non-finite, written as null
+    assert 0 < summary["diverged_at"] <= summary["step"]
+    json.loads((tmp_path / df.name.iloc[0] / "config.json").read_text(), parse_constant=refuse)
+    # a reused diverged run is reported, not re-trained
+    assert main(["train", *QUICK[:-2], "--stage", "gd:1000:0:200", "--out", str(tmp_path),
+                 "--resume"]) == 0
+    assert capsys.readouterr().out.startswith("diverged:")
+
+
+def test_sigint_exits_130_and_resumes(tmp_path):
+    """A real Ctrl-C (SIGINT) during ``bnstruct train``: exit 130, status interrupted, and
+    --resume finishes with the weights of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    steps = 3000
+    args = ["train", "--task", "composite", "--n-train", "64", "--n-test", "16", "--depth",
+            "3", "--width", "16", "--stage", f"adam:1e-3:0.001:{steps}", "--log-every", "100",
+            "--checkpoint-every", "100", "--quiet", "--device", "cpu"]
+    cmd = [sys.executable, "-c", "import sys; from bnstruct.cli import main; "
+           "sys.exit(main(sys.argv[1:]))"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in every process
+    store = tmp_path / "s"
+    proc = subprocess.Popen([*cmd, *args, "--out", str(store)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    ref = subprocess.Popen([*cmd, *args, "--out", str(tmp_path / "ref")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env=env)
+    deadline = time.monotonic() + 300
+    while not list(store.glob("*/checkpoint.safetensors")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, (out, err)
+    run_dir = next(p for p in store.iterdir() if p.is_dir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 0 < summary["step"] < steps
+    assert "--resume" in err and "Traceback" not in err
+    assert bn.runs(store).status.tolist() == ["interrupted"]
+    done = subprocess.run([*cmd, *args, "--out", str(store), "--resume"], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert not (run_dir / "checkpoint.safetensors").exists()
+    _, ref_err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, ref_err
+    ref_dir = next(p for p in (tmp_path / "ref").iterdir() if p.is_dir())
+    a = load_file(str(run_dir / "weights.safetensors"))
+    b = load_file(str(ref_dir / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

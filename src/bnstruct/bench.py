@@ -57,15 +57,16 @@ def bench_train(*, depth: int = 12, width: int = 64, n: int = 256, lam: float = 
     """Time bnstruct's training step against the loop a user would write.
 
     Baseline: ``nn.Sequential`` of Linear/ReLU, ``torch.optim.Adam`` with default options and the
-    penalty ``lam * sum(p.pow(2).sum())`` summed in Python and backpropagated. Candidate: the
-    exact step :func:`bnstruct.train` runs (same objective, the penalty as coupled weight decay
-    in the optimizer, including its per-step divergence check). Both on the default
-    ``composite`` task. Returns one row per variant with ms/step, speedup over the baseline,
-    GFLOP/s, the matmul rate and the floor (FLOPs / matmul rate).
+    penalty ``lam * sum(p.pow(2).sum())`` summed in Python and backpropagated. Candidate:
+    :func:`bnstruct.training.step`, the step :func:`bnstruct.train` runs (same objective, the
+    penalty as coupled weight decay in the optimizer, the loss kept on the device for the
+    divergence check). Both on the default ``composite`` task. Returns one row per variant
+    with ms/step, speedup over the baseline, GFLOP/s, the matmul rate and the floor
+    (FLOPs / matmul rate).
     """
     from .models import MLP
     from .tasks import composite
-    from .training import Stage, _make_optimizer
+    from .training import Stage, make_optimizer, step
 
     task = composite(n_train=n, seed=0).to(dtype=dtype)
     X, Y = task.X, task.Y
@@ -88,14 +89,13 @@ def bench_train(*, depth: int = 12, width: int = 64, n: int = 256, lam: float = 
         user_opt.step()
 
     model = MLP(task.d_in, width, depth, task.d_out, seed=0, dtype=dtype)
-    opt = _make_optimizer(Stage("adam", lr, lam, 1), list(model.parameters()))
+    opt = make_optimizer(Stage("adam", lr, lam, 1), model.parameters())
+    losses = torch.empty(100, dtype=dtype)
+    count = [0]
 
     def bn_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(X), Y, reduction="sum") / n
-        loss.item()
-        loss.backward()
-        opt.step()
+        step(model, opt, X, Y, losses, count[0] % 100)
+        count[0] += 1
 
     best = time_interleaved({"user loop (nn.Sequential + Adam + Python penalty)": user_step,
                              "bnstruct.train step": bn_step}, repeats=repeats, rounds=rounds)

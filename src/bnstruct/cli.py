@@ -137,16 +137,30 @@ def train(
                     dtype=dtype, device=device)
     r = run(cfg, out_dir, name=name, resume=resume, progress=False if quiet else None,
             task=the_task if data is not None else None)
+    out.print(_run_line(r), highlight=False, soft_wrap=True)
+    if r.status == "interrupted":
+        err.print(f"interrupted at step {r.summary['step']}: continue with the same command "
+                  "and --resume", highlight=False)
+        raise typer.Exit(130)
+
+
+def _num(v: object, spec: str) -> str:
+    """``v`` formatted with ``spec``; ``None`` (a non-finite value in strict JSON) as nan."""
+    return format(float("nan") if v is None else v, spec)
+
+
+def _run_line(r) -> str:  # type: ignore[no-untyped-def]
+    """One line describing a finished (or interrupted) run."""
     fin = r.summary["final"]
     line = (f"{r.status}: {r.path}  steps {r.summary['step']}  "
-            f"rel_fit {fin.get('rel_fit', float('nan')):.3e}  "
-            f"param_norm2 {fin.get('param_norm2', float('nan')):.2f}  "
-            f"rel_test {fin.get('rel_test_error', float('nan')):.3e}  "
+            f"rel_fit {_num(fin.get('rel_fit'), '.3e')}  "
+            f"param_norm2 {_num(fin.get('param_norm2'), '.2f')}  "
+            f"rel_test {_num(fin.get('rel_test_error'), '.3e')}  "
             f"{r.summary['seconds']:.1f}s")
-    if the_task.bn_rank:
-        ratio = fin.get("param_norm2", float("nan")) / (the_task.bn_rank * depth)
-        line += f"  param_norm2/(kL) {ratio:.2f}"
-    out.print(line, highlight=False, soft_wrap=True)
+    n2, k = fin.get("param_norm2"), r.summary.get("bn_rank")
+    if k and n2 is not None:
+        line += f"  param_norm2/(kL) {n2 / (k * r.config.model.depth):.2f}"
+    return line
 
 
 def _pca_color(task, n: int):  # type: ignore[no-untyped-def]

@@ -5,7 +5,8 @@ A store is a directory of runs plus ``index.sqlite`` (WAL mode). A run directory
 - ``config.json``   the complete :class:`~bnstruct.config.RunConfig` plus package versions,
 - ``weights.safetensors``  final weights (``model.state_dict()`` names),
 - ``history.csv``   one row per logged step (:data:`~bnstruct.training.HISTORY_COLUMNS`),
-- ``summary.json``  status (``completed`` | ``diverged`` | ``interrupted``) and final metrics,
+- ``summary.json``  status (``completed`` | ``diverged`` | ``interrupted``), ``reason`` (why, when
+  not completed), final metrics (strict JSON: non-finite values are ``null``),
 - ``data.safetensors``  only for tasks loaded from a file (built-in tasks are rebuilt from
   their seed),
 - ``checkpoint.*`` while a run is unfinished.
@@ -30,14 +31,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ._io import atomic_write_text, save_tensors
+from ._io import atomic_write_text, dumps, jsonable, save_tensors
 from .config import DTYPES, RunConfig, resolve_device
 from .errors import BnstructError, ConfigError, RunExistsError
 from .models import FeedForward
 from .tasks import Task
-from .training import train
+from .training import TrainResult, train
 
-__all__ = ["Run", "run", "load_run", "runs", "INDEX_COLUMNS"]
+__all__ = ["Run", "run", "load_run", "runs", "summarize", "INDEX_COLUMNS"]
 
 INDEX = "index.sqlite"
 INDEX_COLUMNS = {
@@ -138,6 +139,24 @@ def _check_writable(root: Path) -> None:
         raise ConfigError(f"cannot write to {root} ({e.strerror}): choose another --out") from None
 
 
+def summarize(res: TrainResult, *, created: str, device: str, bn_rank: int | None
+              ) -> dict[str, Any]:
+    """The ``summary.json`` record of a training result.
+
+    Strict JSON: a non-finite final metric (a diverged run) is written as ``null``, and
+    ``reason`` says why (``None`` for a completed run)."""
+    reason = None
+    if res.status == "diverged":
+        reason = (f"the training loss or the parameters became non-finite at step "
+                  f"{res.diverged_at}; non-finite final metrics are null")
+    elif res.status == "interrupted":
+        reason = f"interrupted at step {res.steps}: resume with --resume"
+    return jsonable({"status": res.status, "reason": reason, "step": res.steps,
+            "diverged_at": res.diverged_at, "seconds": res.seconds, "final": res.final,
+            "created": created, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "device": device, "bn_rank": bn_rank})
+
+
 def run(config: RunConfig, store: str | Path = "runs", *, name: str | None = None,
         resume: bool = False, progress: bool | None = None, task: Task | None = None) -> Run:
     """Train ``config`` into ``store/name`` (default name: :meth:`RunConfig.default_name`).
@@ -183,11 +202,8 @@ def run(config: RunConfig, store: str | Path = "runs", *, name: str | None = Non
                 resume=resume, progress=progress)
     atomic_write_text(path / "history.csv", res.history.to_csv(index=False))
     save_tensors(path / "weights.safetensors", model.state_dict())
-    summary = {"status": res.status, "step": res.steps, "diverged_at": res.diverged_at,
-               "seconds": res.seconds, "final": res.final, "created": created,
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": str(device),
-               "bn_rank": task.bn_rank}
-    atomic_write_text(path / "summary.json", json.dumps(summary, indent=2))
+    summary = summarize(res, created=created, device=str(device), bn_rank=task.bn_rank)
+    atomic_write_text(path / "summary.json", dumps(summary))
     if res.status in ("completed", "diverged"):
         for suffix in (".safetensors", ".json"):
             (path / f"checkpoint{suffix}").unlink(missing_ok=True)
