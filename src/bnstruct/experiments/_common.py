@@ -323,12 +323,14 @@ def sweep_measure(sw: SweepConfig, runs: Sequence[Run], *, memo: Memo | None = N
 #: constant, relative train error 4-6%; lam 0.005 fits better (1.5-2.5%) but leaves s_3 ~ 0.1-0.8
 #: over half of the middle window (not converged in this budget; L = 8 has 3 values near 1).
 #: Six depths for the two depth fits (claims 2, 3); deeper nets get 250 more steps per layer.
-#: Seed 0's run configs are the one-seed sweep's (same digests: earlier stores are reused).
+#: Seeds: 3 per depth in quick and full (every verdict reads every net; per-depth numbers are
+#: mean ± standard error over seeds), 2 in smoke (exercises the path). Seed 0's run configs
+#: are the one-seed sweep's (same digests: earlier stores are reused).
 SWEEPS: dict[str, SweepConfig] = {
     "smoke": SweepConfig(task_kwargs=(("k", 2), ("n_train", 64)), depths=(3, 4, 5), width=16,
-                         steps=300, seeds=(0,)),
+                         steps=300, seeds=(0, 1)),
     "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam=0.01, steps=6000,
-                         steps_per_layer=250, seeds=(0,)),
+                         steps_per_layer=250, seeds=(0, 1, 2)),
     "full": SweepConfig(task_kwargs=(("k", 2), ("n_train", 1000)), depths=(8, 12, 16, 20, 25, 30),
                         width=200, lam=2e-3, steps=40000, steps_per_layer=1000,
                         seeds=(0, 1, 2)),
