@@ -5,8 +5,12 @@ Layout of ``out``::
 
     out/runs/         the run store (every training run; reused by a second reproduce)
     out/figures/      one or more PNG per claim
-    out/claims.json   per claim: name, statement, measured, expected, tolerance, passed,
-                      seconds, figures (paths relative to out), values
+    out/claims.json   strict JSON. meta (mode, versions, seconds, train_seconds, n_runs,
+                      passed, errors, carried_over); per claim: name, kind, statement,
+                      measured, expected, tolerance, passed, error (null, or the exception of
+                      an experiment that crashed), seconds, figures (paths relative to out),
+                      values (the numbers; null where one is non-finite) and nonfinite (where
+                      those nulls are and what they were)
     out/claims.md     the claims table
     out/report.html   the table and every figure, one offline page
 """
