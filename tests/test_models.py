@@ -110,3 +110,12 @@ def test_bad_model_arguments():
         bn.MLP(3, [4, 4], 4, 2)
     with pytest.raises(bn.ConfigError, match="width"):
         bn.MLP(3, 0, 2, 2)
+
+
+def test_public_api_resolves_lazily() -> None:
+    """Every name of ``bnstruct.__all__`` resolves (the package loads them on first use)."""
+    import bnstruct
+
+    for name in bnstruct.__all__:
+        assert getattr(bnstruct, name) is not None, name
+    assert set(bnstruct.__all__) <= set(dir(bnstruct))
