@@ -129,7 +129,7 @@ class Memo:
         """The value stored under ``key``, computed by ``compute()`` on first use."""
         if key not in self._d:
             self._d[key] = compute()
-        return self._d[key]  # type: ignore[no-any-return]
+        return self._d[key]
 
     def __len__(self) -> int:
         return len(self._d)
