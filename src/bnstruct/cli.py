@@ -423,6 +423,37 @@ def bench_train_cmd(
                                   f"{torch_threads()} threads"))
 
 
+@bench_app.command("sweep")
+def bench_sweep_cmd(
+    batch: Annotated[int, typer.Option(help="networks in the batched step")] = 8,
+    depth: Annotated[int, typer.Option(help="depth of the batched-step networks")] = 12,
+    width: Annotated[int, typer.Option(help="hidden width")] = 64,
+    n: Annotated[int, typer.Option(help="training points (full batch)")] = 256,
+    seeds: Annotated[int, typer.Option(help="seeds per depth in the sweep")] = 3,
+    steps: Annotated[int, typer.Option(help="steps per run in the sweep")] = 600,
+    rounds: Annotated[int, typer.Option(help="interleaved timing rounds of the step")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Batched training vs one network at a time: the step (B networks vs 1) and a
+    6-depth sweep (executor vs one run after another)."""
+    from ._io import dumps
+    from .bench import bench_sweep
+
+    for nm, v in (("batch", batch), ("depth", depth), ("width", width), ("n", n),
+                  ("seeds", seeds), ("steps", steps), ("rounds", rounds)):
+        if v < 1:
+            raise ConfigError(f"--{nm} must be >= 1, got {v}")
+    if steps < 3:
+        raise ConfigError(f"--steps must be >= 3 (the default recipe), got {steps}")
+    df = bench_sweep(batch=batch, depth=depth, width=width, n=n, seeds=seeds, steps=steps,
+                     rounds=rounds)
+    if as_json:
+        sys.stdout.write(dumps({"threads": torch_threads(), "rows": df.to_dict("records")})
+                         + "\n")
+        return
+    out.print(_df_table(df, title=f"batched training, float32, {torch_threads()} threads"))
+
+
 @bench_app.command("ntk")
 def bench_ntk_cmd(
     depth: Annotated[int, typer.Option(help="number of weight matrices")] = 12,

@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ from ..models import FeedForward
 from ..tasks import Task
 from ._runner import HISTORY_COLUMNS, TrainResult, _Interrupt, deferred_sigint
 from ._stages import Stage, make_optimizer, minibatch
-from ._state import TrainState, load_optimizer_tensors, optimizer_tensors
+from ._state import TrainState
 
 __all__ = ["StackedNet", "train_batched", "batched_step", "same_structure"]
 
@@ -62,8 +61,14 @@ def same_structure(a: Sequence[Stage], b: Sequence[Stage]) -> bool:
 
 
 class StackedNet:
-    """``B`` networks of one shape as stacked leaf tensors ``[W_1, b_1, ..., W_L, b_L]``:
-    ``W_l [B, n_l, n_{l-1}]``, ``b_l [B, n_l]`` (``nn.Linear`` layout per network)."""
+    """``B`` networks of one shape as stacked tensors ``[W_1, b_1, ..., W_L, b_L]``:
+    ``W_l [B, n_l, n_{l-1}]``, ``b_l [B, n_l]`` (``nn.Linear`` layout per network).
+
+    They are the pieces of one flat leaf tensor :attr:`flat` (parameter after parameter,
+    each piece ``[B, *shape]`` contiguous), split in every forward pass, so the backward pass
+    assembles ``flat.grad`` in one ``cat`` and the optimizer, the weight decay and the
+    learning-rate scaling are a few operations on one tensor instead of a few per layer.
+    :meth:`per_network` spreads a per-network value ``[B]`` over that layout."""
 
     def __init__(self, models: Sequence[FeedForward]) -> None:
         m0 = models[0]
@@ -77,109 +82,140 @@ class StackedNet:
         self.sizes, self.activation = list(m0.sizes), m0.activation
         self.bias = m0.biases()[0] is not None
         self.names = [k for k, _ in m0.named_parameters()]
+        self.shapes = [tuple(p.shape) for p in m0.parameters()]
         with torch.no_grad():
-            self.params = [torch.stack([dict(m.named_parameters())[k] for m in models])
-                           .detach().clone().requires_grad_(True) for k in self.names]
+            self._build([torch.stack([dict(m.named_parameters())[k].detach() for m in models])
+                         for k in self.names])
+
+    def _build(self, blocks: list[torch.Tensor]) -> None:
+        """Make :attr:`flat` from per-parameter stacks ``[B, *shape]`` and the views."""
+        self.B = blocks[0].shape[0]
+        self.flat = self.pack(blocks).requires_grad_(True)
+        self.numels = [self.B * math.prod(s) for s in self.shapes]
 
     @property
     def size(self) -> int:
-        return self.params[0].shape[0]
+        return self.B
+
+    def blocks(self, t: torch.Tensor, B: int | None = None) -> list[torch.Tensor]:
+        """Views of a tensor laid out as :attr:`flat` as per-parameter ``[B, *shape]``."""
+        B = self.size if B is None else B
+        return [c.view(B, *s) for c, s in zip(t.split([B * math.prod(s) for s in self.shapes]),
+                                               self.shapes, strict=True)]
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """The per-parameter pieces ``[B, *shape]`` of :attr:`flat` (in the autograd graph)."""
+        return self.blocks(self.flat)
+
+    @staticmethod
+    def pack(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([b.reshape(-1) for b in blocks])
+
+    def per_network(self, v: torch.Tensor) -> torch.Tensor:
+        """``v [B]`` repeated over the layout of :attr:`flat`."""
+        return self.pack([v.view(-1, *([1] * len(s))).expand(-1, *s) for s in self.shapes])
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        """``X [n, d_in]`` (shared) or ``[B, n, d_in]`` -> outputs ``[B, n, d_out]``."""
+        """``X [n, d_in]`` (shared) or ``[B, n, d_in]`` -> outputs ``[B, n, d_out]``.
+
+        Computed feature-major (activations ``[B, n_l, n]``, ``h_l = W_l h_{l-1} + b_l``), so
+        the weight gradients come out in ``nn.Linear``'s layout with no transposed copy; the
+        result is a transposed view."""
         B = self.size
-        h = X.expand(B, *X.shape) if X.dim() == 2 else X
+        h = X.T.expand(B, *X.T.shape) if X.dim() == 2 else X.transpose(1, 2)
+        params = self.params
         step = 2 if self.bias else 1
-        L = len(self.params) // step
+        L = len(params) // step
         for l in range(L):
-            W = self.params[step * l]
+            W = params[step * l]
             if self.bias:
-                h = torch.baddbmm(self.params[step * l + 1].unsqueeze(1), h, W.transpose(1, 2))
+                h = torch.baddbmm(params[step * l + 1].unsqueeze(2), W, h)
             else:
-                h = torch.bmm(h, W.transpose(1, 2))
+                h = torch.bmm(W, h)
             if l < L - 1 and self.activation == "relu":
                 h = torch.relu(h)
-        return h
+        return h.transpose(1, 2)
 
     __call__ = forward
 
     def norm2(self) -> torch.Tensor:
         r""":math:`\|\theta_b\|^2` per network, ``[B]``."""
-        return torch.stack([p.detach().pow(2).flatten(1).sum(1) for p in self.params]).sum(0)
+        return torch.stack([p.pow(2).flatten(1).sum(1)
+                            for p in self.blocks(self.flat.detach())]).sum(0)
 
     def member_state(self, b: int) -> dict[str, torch.Tensor]:
         """Network ``b``'s weights by ``state_dict`` name (copies)."""
-        return {k: p.detach()[b].clone() for k, p in zip(self.names, self.params, strict=True)}
+        return {k: p[b].clone()
+                for k, p in zip(self.names, self.blocks(self.flat.detach()), strict=True)}
+
+    def select(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` of every block of a tensor laid out as :attr:`flat`."""
+        return self.pack([b.index_select(0, idx) for b in self.blocks(t)])
 
     def keep(self, idx: list[int], opt: torch.optim.Optimizer | None
              ) -> torch.optim.Optimizer | None:
-        """Keep only networks ``idx``; returns the optimizer re-made over the new tensors with
+        """Keep only networks ``idx``; returns the optimizer re-made over the new buffer with
         the kept networks' state (``None`` stays ``None``)."""
-        sel = torch.tensor(idx, device=self.params[0].device)
-        old = self.params
-        self.params = [p.detach().index_select(0, sel).requires_grad_(True) for p in old]
+        sel = torch.tensor(idx, device=self.flat.device)
+        old = self.flat
+        with torch.no_grad():
+            self._build([b.index_select(0, sel) for b in self.blocks(old.detach())])
         if opt is None:
             return None
-        new = type(opt)(self.params, **{k: v for k, v in opt.param_groups[0].items()
-                                        if k != "params"})
-        for p, q in zip(old, self.params, strict=True):
-            st = opt.state.get(p)
-            if st:
-                new.state[q] = {k: (v if k == "step" else v.index_select(0, sel))
-                                for k, v in st.items()}
+        new = type(opt)([self.flat], **{k: v for k, v in opt.param_groups[0].items()
+                                         if k != "params"})
+        st = opt.state.get(old)
+        if st:
+            new.state[self.flat] = {k: (v if k == "step" else self.select(v, sel).view(-1))
+                                    for k, v in st.items()}
         return new
 
+    def optimizer_blocks(self, opt: torch.optim.Optimizer | None
+                         ) -> dict[str, list[torch.Tensor]]:
+        """The optimizer's state of :attr:`flat` per state name: per-parameter blocks
+        ``[B, *shape]`` (``step``: the shared counter, once)."""
+        if opt is None:
+            return {}
+        return {k: ([v] if k == "step" else self.blocks(v))
+                for k, v in opt.state.get(self.flat, {}).items()}
 
-@dataclass
-class _Coeffs:
-    """Per-network learning rates and weight decays of a stage, shaped to broadcast over each
-    stacked tensor."""
 
-    lr: list[torch.Tensor]
-    wd: list[torch.Tensor] | None
-    scale_grad: bool  # SGD: scale the gradient (exact); Adam: scale the update
-
-
-def _coeffs(stages: Sequence[Stage], net: StackedNet) -> _Coeffs:
-    p0 = net.params[0]
+def _coeffs(stages: Sequence[Stage], net: StackedNet) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-network learning rates and coupled weight decays ``2 lam`` of a stage, spread over
+    the layout of ``net.flat`` (the decay is ``None`` when every ``lam`` is 0)."""
+    p0 = net.flat
     lr = torch.tensor([s.lr for s in stages], dtype=p0.dtype, device=p0.device)
     wd = torch.tensor([2.0 * s.lam for s in stages], dtype=p0.dtype, device=p0.device)
+    return net.per_network(lr), (net.per_network(wd) if any(s.lam for s in stages) else None)
 
-    def view(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return v.view(-1, *([1] * (p.dim() - 1)))
 
-    return _Coeffs([view(lr, p) for p in net.params],
-                   [view(wd, p) for p in net.params] if any(s.lam for s in stages) else None,
-                   stages[0].optimizer == "gd")
 
 
 def batched_step(net: StackedNet, opt: torch.optim.Optimizer, X: torch.Tensor, Y: torch.Tensor,
-                 losses: torch.Tensor, i: int, co: _Coeffs, old: list[torch.Tensor]) -> None:
+                 losses: torch.Tensor, i: int, lr: torch.Tensor, wd: torch.Tensor | None,
+                 old: torch.Tensor | None) -> None:
     """One step of every network of ``net`` (see the module docstring): ``X [n, d_in]`` or
     ``[B, n, d_in]``, ``Y`` likewise; the losses go to ``losses[i]`` (``[B]``, on the device,
-    no host sync)."""
+    no host sync). ``lr``, ``wd``: from :func:`_coeffs`; ``old``: a scratch buffer like
+    ``net.flat`` for Adam (``None`` for GD, whose gradient is scaled instead)."""
     opt.zero_grad(set_to_none=True)
     err = net(X) - Y
     loss = err.pow(2).flatten(1).sum(1) / X.shape[-2]
     losses[i] = loss.detach()
     loss.sum().backward()
     with torch.no_grad():
-        ps = net.params
-        if co.wd is not None:
-            for p, w in zip(ps, co.wd, strict=True):
-                assert p.grad is not None
-                p.grad.addcmul_(w, p)
-        if co.scale_grad:
-            for p, r in zip(ps, co.lr, strict=True):
-                assert p.grad is not None
-                p.grad.mul_(r)
+        p, g = net.flat, net.flat.grad
+        assert g is not None
+        if wd is not None:
+            g.addcmul_(wd, p)
+        if old is None:
+            g.mul_(lr)
             opt.step()
-            return
-        for p, o in zip(ps, old, strict=True):
-            o.copy_(p)
-        opt.step()
-        for p, o, r in zip(ps, old, co.lr, strict=True):
-            p.copy_(o.lerp_(p, r))
+        else:
+            old.copy_(p)
+            opt.step()
+            torch.lerp(old, p, lr, out=p)
 
 
 @torch.no_grad()
@@ -263,20 +299,27 @@ def train_batched(models: Sequence[FeedForward], task: Task,
                     s.restore_model(models[b])
                     states[b] = s
     net = StackedNet(models)
+    # the optimizer state of resumed checkpoints (single-run names opt.<i>.<name>), stacked
+    # into net.flat's layout
     pending_opt: dict[str, torch.Tensor] | None = None
     if any(k.startswith("opt.") for s in states for k in s.tensors):
+        t0_ = states[0].tensors
+        kinds = sorted({k.split(".", 2)[2] for k in t0_ if k.startswith("opt.")})
         pending_opt = {}
-        for k in states[0].tensors:
-            if k.startswith("opt."):
-                vals = [s.tensors[k] for s in states]
-                pending_opt[k] = vals[0] if k.endswith(".step") else torch.stack(vals)
+        for kind in kinds:
+            if kind == "step":
+                pending_opt[kind] = t0_["opt.0.step"].cpu()
+            else:
+                pending_opt[kind] = net.pack([torch.stack([s.tensors[f"opt.{i}.{kind}"]
+                                                           for s in states]).to(net.flat)
+                                              for i in range(len(net.shapes))])
     for s in states:
         s.tensors = {}
 
     alive = list(range(B))  # model index of each row of the stacked tensors
     opt: torch.optim.Optimizer | None = None
-    co = _coeffs([s[0] for s in stage_lists], net)
-    old: list[torch.Tensor] = []
+    lr_f, wd_f = _coeffs([s[0] for s in stage_lists], net)
+    old: torch.Tensor | None = None
     t0, base = time.perf_counter(), states[0].seconds
 
     def elapsed() -> float:
@@ -290,13 +333,15 @@ def train_batched(models: Sequence[FeedForward], task: Task,
         if checkpoints is None:
             return
         st = states[alive[0]].step
-        opt_t = optimizer_tensors(opt if st not in ends else None)
+        opt_b = net.optimizer_blocks(opt if st not in ends else None)
         for r, b in enumerate(alive):
             s = states[b]
             s.seconds = elapsed()
             s.tensors = {f"model.{k}": v for k, v in net.member_state(r).items()}
-            for k, v in opt_t.items():
-                s.tensors[k] = v if k.endswith(".step") else v[r].clone()
+            for kind, blocks in opt_b.items():  # the single-run names opt.<i>.<name>
+                for i in range(len(net.shapes)):
+                    s.tensors[f"opt.{i}.{kind}"] = (blocks[0].clone() if kind == "step"
+                                                    else blocks[i][r].clone())
             s.save(checkpoints[b])
             s.tensors = {}
 
@@ -319,14 +364,14 @@ def train_batched(models: Sequence[FeedForward], task: Task,
 
     def drop(rows: list[int]) -> None:
         """Take networks (rows of the stacked tensors) out of the batch."""
-        nonlocal opt, co, old, alive
+        nonlocal opt, lr_f, wd_f, old, alive
         write_back(rows)
         keep = [r for r in range(len(alive)) if r not in rows]
         alive = [alive[r] for r in keep]
         if keep:
             opt = net.keep(keep, opt)
-            co = _coeffs([stages[b][si] for b in alive], net)
-            old = [torch.empty_like(p) for p in net.params]
+            lr_f, wd_f = _coeffs([stages[b][si] for b in alive], net)
+            old = None if old is None else torch.empty_like(net.flat)
 
     step = states[0].step
     si = 0
@@ -338,12 +383,12 @@ def train_batched(models: Sequence[FeedForward], task: Task,
                 if step >= end or not alive:
                     offset = end
                     continue
-                opt = make_optimizer(stage, net.params, lr=1.0, weight_decay=0.0)
+                opt = make_optimizer(stage, [net.flat], lr=1.0, weight_decay=0.0)
                 if pending_opt is not None:
-                    load_optimizer_tensors(opt, pending_opt)
+                    opt.state[net.flat] = pending_opt
                     pending_opt = None
-                co = _coeffs([stages[b][si] for b in alive], net)
-                old = [torch.empty_like(p) for p in net.params]
+                lr_f, wd_f = _coeffs([stages[b][si] for b in alive], net)
+                old = None if stage.optimizer == "gd" else torch.empty_like(net.flat)
                 if not states[0].history:
                     log_rows(si, range(len(alive)))
                 bs = stage.batch_size
@@ -359,7 +404,7 @@ def train_batched(models: Sequence[FeedForward], task: Task,
                                            for b in alive]).to(X.device)
                         xb, yb = X[idx], Y[idx]
                     batched_step(net, opt, xb, yb, losses[:, :len(alive)], step - checked,
-                                 co, old)
+                                 lr_f, wd_f, old)
                     step += 1
                     for b in alive:
                         states[b].step = step
