@@ -47,7 +47,7 @@ from ..models import FeedForward
 from ..tasks import Task
 from ._runner import HISTORY_COLUMNS, TrainResult, _Interrupt, deferred_sigint
 from ._stages import Stage, make_optimizer, minibatch
-from ._state import TrainState
+from ._state import TrainState, step_device
 
 __all__ = ["StackedNet", "train_batched", "batched_step", "same_structure"]
 
@@ -385,6 +385,8 @@ def train_batched(models: Sequence[FeedForward], task: Task,
                     continue
                 opt = make_optimizer(stage, [net.flat], lr=1.0, weight_decay=0.0)
                 if pending_opt is not None:
+                    if "step" in pending_opt:
+                        pending_opt["step"] = pending_opt["step"].to(step_device(opt, net.flat))
                     opt.state[net.flat] = pending_opt
                     pending_opt = None
                 lr_f, wd_f = _coeffs([stages[b][si] for b in alive], net)
