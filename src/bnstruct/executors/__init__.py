@@ -110,7 +110,11 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
     are several batches (:func:`worker_plan`; ``workers`` overrides). ``progress(config)`` is
     called once per distinct config, when its run is finished (trained or reused). A Ctrl-C
     stops the running batches at a step boundary with checkpoints (status ``interrupted``;
-    running this again resumes them), starts no other, and raises ``KeyboardInterrupt``."""
+    running this again resumes them), starts no other, and raises ``KeyboardInterrupt``.
+
+    Worker processes are started with ``multiprocessing``'s ``spawn``: a script that calls
+    this with several batches must guard its top level with ``if __name__ == "__main__":``
+    (or pass ``workers=1``)."""
     root = Path(store)
     names = [c.default_name() for c in configs]
     unique: dict[str, RunConfig] = {}
