@@ -136,7 +136,15 @@ def test_plan_batches_groups_what_can_share_a_step(tmp_path):
     assert batches[1] == a[4:] + b
 
 
-def test_worker_plan_rule():
+def test_worker_plan_rule(monkeypatch):
+    from bnstruct import executors
+
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert executors.free_cores(2) == 1  # one core busy elsewhere
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert executors.free_cores(2) == 2
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert executors.free_cores(2) == 1
     assert worker_plan(6, cores=2) == (2, 1)  # a worker per core while there are batches
     assert worker_plan(1, cores=2) == (1, 2)  # one batch: its worker gets both cores
     assert worker_plan(0, cores=2) == (1, 2)

@@ -164,10 +164,10 @@ def config_from(*, task: str = "composite", data: str | Path | None = None,
     else:
         if task not in TASKS:
             raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
-        for opt_name, v in (("k", k), ("n_train", n_train), ("n_test", n_test),
-                            ("d_in", d_in), ("d_out", d_out)):
-            if v is not None:
-                kwargs[opt_name] = v
+        for opt_name, ov in (("k", k), ("n_train", n_train), ("n_test", n_test),
+                             ("d_in", d_in), ("d_out", d_out)):
+            if ov is not None:
+                kwargs[opt_name] = ov
         spec = TaskSpec(task, tuple(sorted(kwargs.items())))
     if stage:
         stages = tuple(parse_stage(s) for s in stage)

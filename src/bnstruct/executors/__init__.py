@@ -30,7 +30,8 @@ from ..store import (
     run_batch,
 )
 
-__all__ = ["execute", "plan_batches", "worker_plan", "batch_cost", "available_cores"]
+__all__ = ["execute", "plan_batches", "worker_plan", "batch_cost", "available_cores",
+           "free_cores"]
 
 #: default largest batch (networks per batched step)
 MAX_BATCH = 64
@@ -70,22 +71,39 @@ def plan_batches(configs: Sequence[RunConfig], store: str | Path, *,
     return [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
 
 
-def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = None
-                ) -> tuple[int, int]:
-    """``(worker processes, PyTorch threads per worker)`` for ``n_batches`` batches.
-
-    Rule (measured by ``bnstruct bench sweep`` on a 2-core CPU: two 1-thread workers beat one
-    2-thread worker on batches of width-64 networks, because their matmuls are too small to
-    split well across threads): one worker per core while there are batches for them, and
-    the cores left over become threads; ``workers`` overrides the number of workers (the
-    threads are then ``cores // workers``, at least 1)."""
+def free_cores(cores: int | None = None) -> int:
+    """Cores not busy with other work: ``cores`` minus the 1-minute load average (rounded),
+    at least 1 (on a shared machine, a worker or thread more than the free cores only
+    contends)."""
     cores = cores or available_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        load = 0.0
+    return max(1, min(cores, cores - round(load)))
+
+
+def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = None,
+                threads: int | None = None) -> tuple[int, int]:
+    """``(worker processes, PyTorch threads per worker)`` for ``n_batches`` batches on
+    ``cores`` cores (default: :func:`free_cores`).
+
+    Rule, from ``bnstruct bench sweep`` on a shared 2-core CPU (6 batches of width-64 nets):
+    2 workers x 1 thread took 43.5 s where 1 worker x 2 threads took 244 s (matmuls this small
+    split badly across threads, and contended threads stall each other), and with one core
+    busy elsewhere 1 worker x 1 thread (16.1 s) beat 2 x 1 (25.0 s). So: one single-thread
+    worker per free core while there are batches for them; cores left over (fewer batches
+    than cores) become threads. ``workers`` overrides the number of workers (threads are
+    then ``cores // workers``, at least 1), ``threads`` the threads per worker."""
+    cores = cores or free_cores()
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if workers is None:
         workers = max(1, min(cores, n_batches))
     workers = max(1, min(workers, max(n_batches, 1)))
-    return workers, max(1, cores // workers)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    return workers, threads or max(1, cores // workers)
 
 
 def _init_worker(threads: int) -> None:
@@ -101,13 +119,15 @@ def _run_in_worker(config_dicts: list[dict[str, Any]], store: str) -> list[str]:
 
 def execute(configs: Sequence[RunConfig], store: str | Path, *,
             progress: Callable[[RunConfig], None] | None = None,
-            workers: int | None = None, max_batch: int = MAX_BATCH) -> list[Run]:
+            workers: int | None = None, threads: int | None = None,
+            max_batch: int = MAX_BATCH) -> list[Run]:
     """Train (or reuse) every config of ``configs`` in ``store``; returns the runs in the
     order of ``configs`` (duplicates are trained once and returned each time).
 
     Runs the store already has are reused; the others train in batches (networks of one shape
     and stage structure together, see :func:`plan_batches`), in worker processes when there
-    are several batches (:func:`worker_plan`; ``workers`` overrides). ``progress(config)`` is
+    are several batches (:func:`worker_plan`; ``workers`` and ``threads`` override it).
+    ``progress(config)`` is
     called once per distinct config, when its run is finished (trained or reused). A Ctrl-C
     stops the running batches at a step boundary with checkpoints (status ``interrupted``;
     running this again resumes them), starts no other, and raises ``KeyboardInterrupt``.
@@ -130,11 +150,26 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
         else:
             pending.append(c)
     batches = plan_batches(pending, root, max_batch=max_batch)
-    n_workers, threads = worker_plan(len(batches), workers)
+    n_workers, threads = worker_plan(len(batches), workers, threads=threads)
     batches.sort(key=batch_cost, reverse=True)  # longest first: better balance
     if n_workers <= 1:
-        from ..training import deferred_sigint
+        _run_here(batches, root, threads, done, unique, progress)
+    else:
+        _run_pool(batches, root, n_workers, threads, done, unique, progress)
+    return [done[n] for n in names]
 
+
+def _run_here(batches: list[list[RunConfig]], root: Path, threads: int,
+              done: dict[str, Run], unique: dict[str, RunConfig],
+              progress: Callable[[RunConfig], None] | None) -> None:
+    """Run the batches one after another in this process with ``threads`` PyTorch threads."""
+    import torch
+
+    from ..training import deferred_sigint
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
         with deferred_sigint() as presses:
             for batch in batches:
                 for r in run_batch(batch, root):
@@ -143,9 +178,8 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
                         progress(unique[r.path.name])
                 if presses():
                     raise KeyboardInterrupt
-    else:
-        _run_pool(batches, root, n_workers, threads, done, unique, progress)
-    return [done[n] for n in names]
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, threads: int,
