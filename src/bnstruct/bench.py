@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-__all__ = ["matmul_rate", "time_interleaved", "bench_train", "mlp_step_flops", "bench_ntk"]
+__all__ = ["matmul_rate", "time_interleaved", "mlp_step_flops", "bench_train", "bench_sweep",
+           "bench_ntk", "bench_analyze"]
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 50,
@@ -106,6 +107,104 @@ def bench_train(*, depth: int = 12, width: int = 64, n: int = 256, lam: float = 
                           "gflops": flops / t / 1e9, "matmul_gflops": rate,
                           "floor_ms": flops / (rate * 1e9) * 1e3}
                          for k, t in best.items()])
+
+
+def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 256,
+                depths: tuple[int, ...] = (8, 10, 12, 14, 16, 20), seeds: int = 3,
+                steps: int = 600, repeats: int = 20, rounds: int = 5,
+                dtype: torch.dtype = torch.float32) -> pd.DataFrame:
+    """Batched training against one network at a time, as ratios measured in this process.
+
+    Rows:
+
+    - ``batched step``: the per-network time of :func:`bnstruct.training.batched_step` on
+      ``batch`` networks (depth ``depth``, width ``width``, ``n`` points, full batch, Adam,
+      per-network lr and lam) vs :func:`bnstruct.training.step` on one (interleaved rounds);
+      GFLOP/s of each and their fraction of the measured matmul rate (target >= 1.8x);
+    - ``sweep``: wall time of :func:`bnstruct.executors.execute` on a ``len(depths)`` x
+      ``seeds`` grid (the quick depth sweep's shapes, ``steps`` steps of the default recipe,
+      float32) into an empty store vs :func:`bnstruct.run` on the same configs one after
+      another (target >= 2.5x);
+    - ``workers``: one single-thread worker per core vs one worker with every core as threads
+      (the measurement behind :func:`bnstruct.executors.worker_plan`'s rule, which also
+      leaves out cores that other work keeps busy).
+    """
+    import tempfile
+
+    from .config import ModelSpec, RunConfig
+    from .executors import available_cores, execute, worker_plan
+    from .models import MLP
+    from .store import run
+    from .tasks import TaskSpec, composite
+    from .training import (
+        StackedNet,
+        Stage,
+        batched_step,
+        default_recipe,
+        make_optimizer,
+        step,
+    )
+    from .training._batched import _coeffs
+
+    task = composite(n_train=n, seed=0).to(dtype=dtype)
+    X, Y = task.X, task.Y
+    model = MLP(task.d_in, width, depth, task.d_out, seed=0, dtype=dtype)
+    opt = make_optimizer(Stage("adam", 1e-3, 0.01, 1), model.parameters())
+    losses = torch.empty(100, dtype=dtype)
+    nets = [MLP(task.d_in, width, depth, task.d_out, seed=s, dtype=dtype) for s in range(batch)]
+    stages = [Stage("adam", 1e-3 * (1 + s / batch), 0.01 * (1 + s), 1) for s in range(batch)]
+    net = StackedNet(nets)
+    bopt = make_optimizer(stages[0], [net.flat], lr=1.0, weight_decay=0.0)
+    lr, wd = _coeffs(stages, net)
+    old = torch.empty_like(net.flat)
+    blosses = torch.empty(100, batch, dtype=dtype)
+    count = [0]
+
+    def single() -> None:
+        step(model, opt, X, Y, losses, count[0] % 100)
+        count[0] += 1
+
+    def batched() -> None:
+        batched_step(net, bopt, X, Y, blosses, count[0] % 100, lr, wd, old)
+        count[0] += 1
+
+    best = time_interleaved({"single": single, "batched": batched}, repeats=repeats,
+                            rounds=rounds)
+    flops = mlp_step_flops(model.sizes, n)
+    rate = matmul_rate(dtype=dtype)
+    per_net = best["batched"] / batch
+    rows = [{"measurement": f"batched step, B={batch} (per network)",
+             "candidate_s": per_net, "baseline_s": best["single"],
+             "speedup": best["single"] / per_net, "target": ">= 1.8x",
+             "gflops": flops / per_net / 1e9, "baseline_gflops": flops / best["single"] / 1e9,
+             "matmul_gflops": rate, "fraction_of_matmul": flops / per_net / 1e9 / rate}]
+
+    configs = [RunConfig(task=TaskSpec("composite", (("n_train", n),)),
+                         model=ModelSpec("mlp", width, d), stages=default_recipe(steps=steps),
+                         seed=s, log_every=max(1, steps // 4), checkpoint_every=None,
+                         device="cpu")
+               for d in depths for s in range(seeds)]
+    cores = available_cores()
+
+    def timed(f: Callable[[str], object]) -> float:
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            f(d)
+            return time.perf_counter() - t
+
+    t_one = timed(lambda d: [run(c, d, progress=False) for c in configs])
+    w, th = worker_plan(len(depths))
+    t_exec = timed(lambda d: execute(configs, d))
+    t_2x1 = timed(lambda d: execute(configs, d, workers=cores, threads=1))
+    t_1x2 = timed(lambda d: execute(configs, d, workers=1, threads=cores))
+    rows.append({"measurement": f"sweep {len(depths)} depths x {seeds} seeds, {steps} steps "
+                                f"(executor, its plan {w}x{th}, vs one by one)",
+                 "candidate_s": t_exec, "baseline_s": t_one, "speedup": t_one / t_exec,
+                 "target": ">= 2.5x"})
+    rows.append({"measurement": f"workers: {cores} worker(s) x 1 thread vs 1 x {cores}",
+                 "candidate_s": t_2x1, "baseline_s": t_1x2, "speedup": t_1x2 / t_2x1,
+                 "target": "the rule's evidence"})
+    return pd.DataFrame(rows)
 
 
 def _peak_rss_mb() -> float:

@@ -93,50 +93,18 @@ def train(
     quiet: Annotated[bool, typer.Option(help="no progress bar; print one line")] = False,
 ) -> None:
     """Train one L2-regularized network and store it as a run directory."""
-    from .config import ModelSpec, RunConfig, resolve_device
     from .store import run
-    from .tasks import TASKS, TaskSpec, from_npz
-    from .training import Stage, default_recipe, parse_stage
+    from .sweep import config_from
 
-    for nm, v in (("depth", depth), ("steps", steps), ("log-every", log_every),
-                  ("checkpoint-every", checkpoint_every)):
-        if v < 1:
-            raise ConfigError(f"--{nm} must be >= 1, got {v}")
-    if lam < 0:
-        raise ConfigError(f"--lam must be >= 0, got {lam}")
-    if lr is not None and lr <= 0:
-        raise ConfigError(f"--lr must be > 0, got {lr}")
-    if optimizer not in ("adam", "gd"):
-        raise ConfigError(f"--optimizer must be adam or gd, got {optimizer!r}")
-    resolve_device(device)
-    kwargs: dict[str, object] = {"seed": data_seed}
-    if data is not None:
-        if k is not None or d_in is not None or d_out is not None:
-            raise ConfigError("--k/--d-in/--d-out do not apply to --data (the file fixes them)")
-        spec = TaskSpec(data.stem, tuple(sorted(kwargs.items())), str(data))
-        the_task = from_npz(data, seed=data_seed)
-        if n_train is not None or n_test is not None:
-            raise ConfigError("--n-train/--n-test do not apply to --data: subsample the file")
-    else:
-        if task not in TASKS:
-            raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
-        for opt_name, v in (("k", k), ("n_train", n_train), ("n_test", n_test),
-                            ("d_in", d_in), ("d_out", d_out)):
-            if v is not None:
-                kwargs[opt_name] = v
-        spec = TaskSpec(task, tuple(sorted(kwargs.items())))
-        the_task = spec.build()
-    if stage:
-        stages = tuple(parse_stage(s) for s in stage)
-    elif optimizer == "gd":
-        stages = (Stage("gd", lr if lr is not None else 0.05, lam, steps),)
-    else:
-        stages = default_recipe(lam=lam, steps=steps, lr=lr if lr is not None else 1.5e-3)
-    cfg = RunConfig(task=spec, model=ModelSpec(model, _parse_width(width), depth), stages=stages,
-                    seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
-                    dtype=dtype, device=device)
+    cfg, the_task = config_from(
+        task=task, data=data, model=model, k=k, n_train=n_train, n_test=n_test, d_in=d_in,
+        d_out=d_out, data_seed=data_seed, depth=depth, width=_parse_width(width), lam=lam,
+        lr=lr, optimizer=optimizer, steps=steps, stage=stage, seed=seed, device=device,
+        dtype=dtype, log_every=log_every, checkpoint_every=checkpoint_every)
+    if data is None:
+        cfg.task.build()  # a task option its builder rejects fails before anything is written
     r = run(cfg, out_dir, name=name, resume=resume, progress=False if quiet else None,
-            task=the_task if data is not None else None)
+            task=the_task)
     out.print(_run_line(r), highlight=False, soft_wrap=True)
     if r.status == "interrupted":
         err.print(f"interrupted at step {r.summary['step']}: continue with the same command "
@@ -171,6 +139,123 @@ def _pca_color(task, n: int):  # type: ignore[no-untyped-def]
         if v is not None and len(v) >= n:
             return (v[:n, col] if col is not None else v[:n]), label
     return None, ""
+
+
+def _grid_opt(help_text: str) -> object:
+    return typer.Option(help=help_text + " (one value, a comma list, or lo-hi for integers)")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    spec: Annotated[Path | None, typer.Option(
+        help="TOML file of options (train's flag names with underscores; values: a scalar, a "
+             "list or a string like '0-4'); flags given here override it")] = None,
+    task: Annotated[str | None, _grid_opt("task name(s)")] = None,
+    data: Annotated[Path | None, typer.Option(help=".npz data file (one; replaces --task)")
+                    ] = None,
+    model: Annotated[str | None, _grid_opt("mlp | linear")] = None,
+    k: Annotated[str | None, _grid_opt("bottleneck rank of the task")] = None,
+    n_train: Annotated[str | None, _grid_opt("training points")] = None,
+    n_test: Annotated[str | None, _grid_opt("test points")] = None,
+    d_in: Annotated[str | None, _grid_opt("input dimension")] = None,
+    d_out: Annotated[str | None, _grid_opt("output dimension")] = None,
+    data_seed: Annotated[str | None, _grid_opt("seed of the task's data")] = None,
+    depth: Annotated[str | None, _grid_opt("number of weight matrices L")] = None,
+    width: Annotated[str | None, _grid_opt(
+        "hidden width; one network's per-layer list as 32x32x16")] = None,
+    lam: Annotated[str | None, _grid_opt("penalty weight on ||theta||^2")] = None,
+    lr: Annotated[str | None, _grid_opt("learning rate")] = None,
+    optimizer: Annotated[str | None, _grid_opt("adam | gd")] = None,
+    steps: Annotated[str | None, _grid_opt("total optimizer steps")] = None,
+    stage: Annotated[list[str] | None, typer.Option(
+        help="explicit stage OPT:LR:LAM:STEPS[:BATCH], repeatable (one stage list for "
+             "every run)")] = None,
+    seed: Annotated[str | None, _grid_opt("seed of the init (and minibatches)")] = None,
+    dtype: Annotated[str | None, _grid_opt("float32 | float64")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    log_every: Annotated[int | None, typer.Option(help="history row every N steps")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="checkpoint every N steps")
+                                ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="store directory")] = Path("runs"),
+    workers: Annotated[int | None, typer.Option(
+        help="worker processes (default: one per core while there are batches for them)")
+                       ] = None,
+    max_batch: Annotated[int, typer.Option(help="at most N networks per batch")] = 64,
+    dry_run: Annotated[bool, typer.Option(help="list the runs, train nothing")] = False,
+) -> None:
+    """Train a grid of runs (batched, in parallel), reusing those the store already has.
+
+    Example: bnstruct sweep --task composite --depth 8,12,16 --width 64 --seed 0-4
+    --lam 0.005,0.01 --steps 2000 --out runs"""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .executors import execute, plan_batches, worker_plan
+    from .store import _check_writable, finished
+    from .sweep import grid, load_spec
+
+    options: dict[str, object] = dict(load_spec(spec)) if spec is not None else {}
+    given = {"task": task, "data": str(data) if data is not None else None, "model": model,
+             "k": k, "n_train": n_train, "n_test": n_test, "d_in": d_in, "d_out": d_out,
+             "data_seed": data_seed, "depth": depth, "width": width, "lam": lam, "lr": lr,
+             "optimizer": optimizer, "steps": steps, "stage": stage or None, "seed": seed,
+             "dtype": dtype, "device": device, "log_every": log_every,
+             "checkpoint_every": checkpoint_every}
+    options.update({kk: v for kk, v in given.items() if v is not None})
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    points = grid(options)
+    configs = [p.config for p in points]
+    reused = {c.default_name() for c in configs if finished(out_dir / c.default_name())}
+    todo = [c for c in configs if c.default_name() not in reused]
+    batches = plan_batches(todo, out_dir, max_batch=max_batch) if todo else []
+    n_workers, threads = worker_plan(len(batches), workers)
+    plan = (f"{len(configs)} run(s): {len(reused)} in the store, {len(todo)} to train in "
+            f"{len(batches)} batch(es) on {n_workers} worker(s) x {threads} thread(s)")
+    if dry_run:
+        out.print(plan, highlight=False)
+        for c in configs:
+            tag = "  (in the store)" if c.default_name() in reused else ""
+            out.print(f"  {c.default_name()}{tag}", highlight=False)
+        return
+    _check_writable(out_dir)
+    err.print(plan, highlight=False)
+    t0 = time.perf_counter()
+    bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                   console=err, disable=not err.is_terminal, transient=True)
+    with bar:
+        tid = bar.add_task("sweep", total=len(configs))
+        runs_ = execute(configs, out_dir, progress=lambda c: bar.advance(tid),
+                        workers=workers, max_batch=max_batch)
+    seconds = time.perf_counter() - t0
+    varying = [n for n in points[0].values if len({repr(p.values[n]) for p in points}) > 1]
+    t = Table(title=f"sweep into {out_dir}: {len(configs) - len(reused)} ran, {len(reused)} "
+                    f"reused, {sum(r.status == 'diverged' for r in runs_)} diverged "
+                    f"({seconds:.1f}s)", header_style="bold")
+    for col in ["run", *varying, "status", "rel_fit", "param_norm2", "seconds"]:
+        t.add_column(col, justify="left" if col in ("run", "status") else "right")
+    for p, r in zip(points, runs_, strict=True):
+        fin = r.summary["final"]
+        what = "reused" if r.path.name in reused else "ran"
+        status = r.status if r.status != "diverged" else (
+            f"[red]diverged@{r.summary.get('diverged_at')}[/]")
+        t.add_row(r.path.name, *[str(p.values[n]) for n in varying], f"{status} ({what})",
+                  _num(fin.get("rel_fit"), ".3e"), _num(fin.get("param_norm2"), ".2f"),
+                  f"{r.summary['seconds']:.1f}")
+    out.print(t)
+    if any(r.status == "interrupted" for r in runs_):
+        raise typer.Exit(130)
 
 
 @app.command("runs")
@@ -401,6 +486,37 @@ def bench_train_cmd(
     df = bench_train(depth=depth, width=width, n=n, rounds=rounds)
     out.print(_df_table(df, title=f"training step, L={depth} width={width} N={n} float32, "
                                   f"{torch_threads()} threads"))
+
+
+@bench_app.command("sweep")
+def bench_sweep_cmd(
+    batch: Annotated[int, typer.Option(help="networks in the batched step")] = 8,
+    depth: Annotated[int, typer.Option(help="depth of the batched-step networks")] = 12,
+    width: Annotated[int, typer.Option(help="hidden width")] = 64,
+    n: Annotated[int, typer.Option(help="training points (full batch)")] = 256,
+    seeds: Annotated[int, typer.Option(help="seeds per depth in the sweep")] = 3,
+    steps: Annotated[int, typer.Option(help="steps per run in the sweep")] = 600,
+    rounds: Annotated[int, typer.Option(help="interleaved timing rounds of the step")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Batched training vs one network at a time: the step (B networks vs 1) and a
+    6-depth sweep (executor vs one run after another)."""
+    from ._io import dumps
+    from .bench import bench_sweep
+
+    for nm, v in (("batch", batch), ("depth", depth), ("width", width), ("n", n),
+                  ("seeds", seeds), ("steps", steps), ("rounds", rounds)):
+        if v < 1:
+            raise ConfigError(f"--{nm} must be >= 1, got {v}")
+    if steps < 3:
+        raise ConfigError(f"--steps must be >= 3 (the default recipe), got {steps}")
+    df = bench_sweep(batch=batch, depth=depth, width=width, n=n, seeds=seeds, steps=steps,
+                     rounds=rounds)
+    if as_json:
+        sys.stdout.write(dumps({"threads": torch_threads(), "rows": df.to_dict("records")})
+                         + "\n")
+        return
+    out.print(_df_table(df, title=f"batched training, float32, {torch_threads()} threads"))
 
 
 @bench_app.command("ntk")

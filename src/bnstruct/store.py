@@ -22,7 +22,7 @@ import os
 import platform
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +36,10 @@ from .config import DTYPES, RunConfig, resolve_device
 from .errors import BnstructError, ConfigError, RunExistsError
 from .models import FeedForward
 from .tasks import Task
-from .training import TrainResult, train
+from .training import TrainResult, TrainState, train, train_batched
 
-__all__ = ["Run", "run", "load_run", "runs", "summarize", "INDEX_COLUMNS"]
+__all__ = ["Run", "run", "run_batch", "batch_key", "load_run", "runs", "summarize", "finished",
+           "checkpoint_step", "INDEX_COLUMNS"]
 
 INDEX = "index.sqlite"
 INDEX_COLUMNS = {
@@ -157,6 +158,57 @@ def summarize(res: TrainResult, *, created: str, device: str, bn_rank: int | Non
             "device": device, "bn_rank": bn_rank})
 
 
+FINISHED = ("completed", "diverged")
+
+
+def finished(path: str | Path) -> bool:
+    """Whether ``path`` holds a finished run (status ``completed`` or ``diverged``)."""
+    summ = Path(path) / "summary.json"
+    return summ.exists() and json.loads(summ.read_text())["status"] in FINISHED
+
+
+def _open(config: RunConfig, root: Path, name: str, resume: bool) -> Path:
+    """The run directory for ``config`` (checked, not created); raises when it exists and
+    cannot be continued."""
+    path = root / name
+    if path.exists() and (path / "config.json").exists():
+        if not resume:
+            raise RunExistsError(f"run {path} already exists: pass --resume to continue or "
+                                 "reuse it, or choose another --name")
+        old = json.loads((path / "config.json").read_text())["config"]
+        if RunConfig.from_dict(old).digest() != config.digest():
+            raise RunExistsError(f"run {path} exists with a different configuration: choose "
+                                 "another --name")
+    return path
+
+
+def _prepare(config: RunConfig, root: Path, path: Path, task: Task) -> None:
+    _check_writable(root)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "config.json").exists():
+        atomic_write_text(path / "config.json", dumps(
+            {"config": config.to_dict(), "versions": _versions(), "bn_rank": task.bn_rank,
+             "fingerprint": task.fingerprint()}))
+        if config.task.data is not None:
+            save_tensors(path / "data.safetensors", {"X": task.X, "Y": task.Y,
+                                                      "X_test": task.X_test,
+                                                      "Y_test": task.Y_test})
+
+
+def _finish(root: Path, path: Path, config: RunConfig, task: Task, model: FeedForward,
+            res: TrainResult, created: str, device: torch.device) -> Run:
+    """Write the run's files (history, weights, summary), drop a finished run's checkpoint,
+    and index it."""
+    atomic_write_text(path / "history.csv", res.history.to_csv(index=False))
+    save_tensors(path / "weights.safetensors", model.state_dict())
+    summary = summarize(res, created=created, device=str(device), bn_rank=task.bn_rank)
+    atomic_write_text(path / "summary.json", dumps(summary))
+    if res.status in FINISHED:
+        TrainState.remove(path / "checkpoint")
+    _register(root, _index_row(path, config, task, summary))
+    return Run(path, config, model, task, res.history, summary)
+
+
 def run(config: RunConfig, store: str | Path = "runs", *, name: str | None = None,
         resume: bool = False, progress: bool | None = None, task: Task | None = None) -> Run:
     """Train ``config`` into ``store/name`` (default name: :meth:`RunConfig.default_name`).
@@ -167,48 +219,92 @@ def run(config: RunConfig, store: str | Path = "runs", *, name: str | None = Non
     data loaded from a file, which is then copied into the run directory).
     """
     root = Path(store)
-    name = name or config.default_name()
-    path = root / name
-    if path.exists() and (path / "config.json").exists():
-        if not resume:
-            raise RunExistsError(f"run {path} already exists: pass --resume to continue or "
-                                 "reuse it, or choose another --name")
-        old = json.loads((path / "config.json").read_text())["config"]
-        if RunConfig.from_dict(old).digest() != config.digest():
-            raise RunExistsError(f"run {path} exists with a different configuration: choose "
-                                 "another --name")
-        summ = path / "summary.json"
-        if summ.exists() and json.loads(summ.read_text())["status"] in ("completed", "diverged"):
-            return load_run(path)
+    path = _open(config, root, name or config.default_name(), resume)
+    if resume and finished(path):
+        return load_run(path)
     device = resolve_device(config.device)
-    dtype = DTYPES[config.dtype]
     if task is None:
         task = _task_for(config, path)
-    _check_writable(root)
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "config.json").exists():
-        atomic_write_text(path / "config.json", json.dumps(
-            {"config": config.to_dict(), "versions": _versions(), "bn_rank": task.bn_rank,
-             "fingerprint": task.fingerprint()}, indent=2))
-        if config.task.data is not None:
-            save_tensors(path / "data.safetensors", {"X": task.X, "Y": task.Y,
-                                                      "X_test": task.X_test,
-                                                      "Y_test": task.Y_test})
-    model = config.model.build(task.d_in, task.d_out, seed=config.seed, dtype=dtype,
-                               device=device)
+    _prepare(config, root, path, task)
+    model = config.model.build(task.d_in, task.d_out, seed=config.seed,
+                               dtype=DTYPES[config.dtype], device=device)
     created = time.strftime("%Y-%m-%dT%H:%M:%S")
     res = train(model, task, config.stages, seed=config.seed, log_every=config.log_every,
                 checkpoint=path / "checkpoint", checkpoint_every=config.checkpoint_every,
                 resume=resume, progress=progress)
-    atomic_write_text(path / "history.csv", res.history.to_csv(index=False))
-    save_tensors(path / "weights.safetensors", model.state_dict())
-    summary = summarize(res, created=created, device=str(device), bn_rank=task.bn_rank)
-    atomic_write_text(path / "summary.json", dumps(summary))
-    if res.status in ("completed", "diverged"):
-        for suffix in (".safetensors", ".json"):
-            (path / f"checkpoint{suffix}").unlink(missing_ok=True)
-    _register(root, _index_row(path, config, task, summary))
-    return Run(path, config, model, task, res.history, summary)
+    return _finish(root, path, config, task, model, res, created, device)
+
+
+def batch_key(config: RunConfig) -> tuple[Any, ...]:
+    """Configs with equal keys can train in one batch (:func:`run_batch`): the same task
+    (data), model family and shape, dtype, device, stage structure (optimizer, steps and
+    batch size per stage), ``log_every`` and ``checkpoint_every``; seeds, ``lam`` and ``lr``
+    may differ."""
+    return (json.dumps(config.task.to_dict(), sort_keys=True), config.model, config.dtype,
+            config.device, tuple((s.optimizer, s.steps, s.batch_size) for s in config.stages),
+            config.log_every, config.checkpoint_every)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step of the run's checkpoint (0 when it has none)."""
+    from safetensors import safe_open
+
+    ck = Path(path) / "checkpoint.safetensors"
+    if not ck.exists():
+        return 0
+    with safe_open(str(ck), framework="pt") as fh:
+        meta = json.loads((fh.metadata() or {}).get("bnstruct_checkpoint", "null") or "null")
+    return int(meta["step"]) if meta else 0
+
+
+def run_batch(configs: Sequence[RunConfig], store: str | Path = "runs", *,
+              on_done: Callable[[Run], None] | None = None) -> list[Run]:
+    """Train ``configs`` (equal :func:`batch_key`, distinct names) together as one batch
+    (:func:`bnstruct.training.train_batched`), each into its own run directory
+    ``store/<default_name>``, the same files as :func:`run` writes, indexed as usual.
+
+    Runs already finished are loaded, not retrained; unfinished ones continue from their
+    checkpoints (which must all be at one step: :func:`checkpoint_step`). A network trained
+    in a batch equals the same config trained alone up to rounding. ``on_done(run)`` is
+    called for each run once it is written."""
+    configs = list(configs)
+    if not configs:
+        return []
+    keys = {batch_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ConfigError("run_batch needs configs of one batch_key (task, model, dtype, "
+                          "device, stage structure, log_every, checkpoint_every)")
+    names = [c.default_name() for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError("run_batch got the same config twice")
+    root = Path(store)
+    paths = [_open(c, root, n, True) for c, n in zip(configs, names, strict=True)]
+    out: dict[int, Run] = {}
+    todo = []
+    for i, p in enumerate(paths):
+        if finished(p):
+            out[i] = load_run(p)
+        else:
+            todo.append(i)
+    if todo:
+        c0 = configs[todo[0]]
+        device = resolve_device(c0.device)
+        task = _task_for(c0, paths[todo[0]])
+        models = []
+        for i in todo:
+            _prepare(configs[i], root, paths[i], task)
+            models.append(configs[i].model.build(task.d_in, task.d_out, seed=configs[i].seed,
+                                                 dtype=DTYPES[c0.dtype], device=device))
+        created = time.strftime("%Y-%m-%dT%H:%M:%S")
+        results = train_batched(models, task, [configs[i].stages for i in todo],
+                                [configs[i].seed for i in todo], log_every=c0.log_every,
+                                checkpoints=[paths[i] / "checkpoint" for i in todo],
+                                checkpoint_every=c0.checkpoint_every, resume=True)
+        for i, m, res in zip(todo, models, results, strict=True):
+            out[i] = _finish(root, paths[i], configs[i], task, m, res, created, device)
+            if on_done is not None:
+                on_done(out[i])
+    return [out[i] for i in range(len(configs))]
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:

@@ -1,32 +1,217 @@
 """Executors: run a planned list of :class:`~bnstruct.config.RunConfig` into a store.
 
-Every experiment lists its training runs up front (``plan``); an executor trains the ones the
-store does not hold yet and returns every run, finished or reused, in the order given.
+Every experiment lists its training runs up front (``plan``); :func:`execute` trains the ones
+the store does not hold yet and returns every run, finished or reused, in the order given:
+
+1. runs the store already has (finished: ``completed`` or ``diverged``) are loaded;
+2. the rest are grouped into batches of networks that can train together
+   (:func:`bnstruct.store.batch_key`, plus the step of their checkpoint, so an interrupted
+   group resumes as a group), at most ``max_batch`` per batch;
+3. the batches run one after another in this process, or, when there are several, in
+   ``workers`` worker processes with ``threads`` PyTorch threads each
+   (:func:`worker_plan`), largest batch first.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import RunConfig
-from ..store import Run, run
+from ..errors import ConfigError
+from ..store import (
+    Run,
+    batch_key,
+    checkpoint_step,
+    finished,
+    load_run,
+    run_batch,
+)
 
-__all__ = ["execute"]
+__all__ = ["execute", "plan_batches", "worker_plan", "batch_cost", "available_cores",
+           "free_cores"]
+
+#: default largest batch (networks per batched step)
+MAX_BATCH = 64
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def batch_cost(configs: Sequence[RunConfig]) -> float:
+    """Relative cost of training ``configs`` as one batch: networks x steps x multiply-adds
+    per point of one network (the task's size is the same for the whole batch)."""
+    c = configs[0]
+    w = c.model.width
+    hidden = [w] * (c.model.depth - 1) if isinstance(w, int) else list(w)
+    sizes = [1, *hidden, 1]
+    mac = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)) + 1
+    return float(len(configs) * c.steps * mac)
+
+
+def plan_batches(configs: Sequence[RunConfig], store: str | Path, *,
+                 max_batch: int = MAX_BATCH) -> list[list[RunConfig]]:
+    """Group ``configs`` (distinct, not finished) into batches: equal
+    :func:`~bnstruct.store.batch_key` and equal checkpoint step, at most ``max_batch`` each,
+    in the order of first appearance."""
+    if max_batch < 1:
+        raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+    root = Path(store)
+    groups: dict[tuple[Any, ...], list[RunConfig]] = {}
+    for c in configs:
+        key = (batch_key(c), checkpoint_step(root / c.default_name()))
+        groups.setdefault(key, []).append(c)
+    return [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
+
+
+def free_cores(cores: int | None = None) -> int:
+    """Cores not busy with other work: ``cores`` minus the 1-minute load average (rounded),
+    at least 1 (on a shared machine, a worker or thread more than the free cores only
+    contends)."""
+    cores = cores or available_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        load = 0.0
+    return max(1, min(cores, cores - round(load)))
+
+
+def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = None,
+                threads: int | None = None) -> tuple[int, int]:
+    """``(worker processes, PyTorch threads per worker)`` for ``n_batches`` batches on
+    ``cores`` cores (default: :func:`free_cores`).
+
+    Rule, from ``bnstruct bench sweep`` on a shared 2-core CPU (6 batches of width-64 nets):
+    2 workers x 1 thread took 43.5 s where 1 worker x 2 threads took 244 s (matmuls this small
+    split badly across threads, and contended threads stall each other), and with one core
+    busy elsewhere 1 worker x 1 thread (16.1 s) beat 2 x 1 (25.0 s). So: one single-thread
+    worker per free core while there are batches for them; cores left over (fewer batches
+    than cores) become threads. ``workers`` overrides the number of workers (threads are
+    then ``cores // workers``, at least 1), ``threads`` the threads per worker."""
+    cores = cores or free_cores()
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if workers is None:
+        workers = max(1, min(cores, n_batches))
+    workers = max(1, min(workers, max(n_batches, 1)))
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    return workers, threads or max(1, cores // workers)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(config_dicts: list[dict[str, Any]], store: str) -> list[str]:
+    configs = [RunConfig.from_dict(d) for d in config_dicts]
+    return [str(r.path) for r in run_batch(configs, store)]
 
 
 def execute(configs: Sequence[RunConfig], store: str | Path, *,
-            progress: Callable[[RunConfig], None] | None = None) -> list[Run]:
-    """Train (or reuse) every config of ``configs`` in ``store``, one after another; returns
-    the runs in the order of ``configs`` (duplicates are trained once). ``progress(config)``
-    is called before each run."""
+            progress: Callable[[RunConfig], None] | None = None,
+            workers: int | None = None, threads: int | None = None,
+            max_batch: int = MAX_BATCH) -> list[Run]:
+    """Train (or reuse) every config of ``configs`` in ``store``; returns the runs in the
+    order of ``configs`` (duplicates are trained once and returned each time).
+
+    Runs the store already has are reused; the others train in batches (networks of one shape
+    and stage structure together, see :func:`plan_batches`), in worker processes when there
+    are several batches (:func:`worker_plan`; ``workers`` and ``threads`` override it).
+    ``progress(config)`` is
+    called once per distinct config, when its run is finished (trained or reused). A Ctrl-C
+    stops the running batches at a step boundary with checkpoints (status ``interrupted``;
+    running this again resumes them), starts no other, and raises ``KeyboardInterrupt``.
+
+    Worker processes are started with ``multiprocessing``'s ``spawn``: a script that calls
+    this with several batches must guard its top level with ``if __name__ == "__main__":``
+    (or pass ``workers=1``)."""
+    root = Path(store)
+    names = [c.default_name() for c in configs]
+    unique: dict[str, RunConfig] = {}
+    for n, c in zip(names, configs, strict=True):
+        unique.setdefault(n, c)
     done: dict[str, Run] = {}
-    out = []
-    for cfg in configs:
-        key = cfg.default_name()
-        if key not in done:
+    pending = []
+    for n, c in unique.items():
+        if finished(root / n):
+            done[n] = run_batch([c], root)[0]  # checks the stored config, loads the run
             if progress is not None:
-                progress(cfg)
-            done[key] = run(cfg, store, resume=True, progress=False)
-        out.append(done[key])
-    return out
+                progress(c)
+        else:
+            pending.append(c)
+    batches = plan_batches(pending, root, max_batch=max_batch)
+    n_workers, threads = worker_plan(len(batches), workers, threads=threads)
+    batches.sort(key=batch_cost, reverse=True)  # longest first: better balance
+    if n_workers <= 1:
+        _run_here(batches, root, threads, done, unique, progress)
+    else:
+        _run_pool(batches, root, n_workers, threads, done, unique, progress)
+    return [done[n] for n in names]
+
+
+def _run_here(batches: list[list[RunConfig]], root: Path, threads: int,
+              done: dict[str, Run], unique: dict[str, RunConfig],
+              progress: Callable[[RunConfig], None] | None) -> None:
+    """Run the batches one after another in this process with ``threads`` PyTorch threads."""
+    import torch
+
+    from ..training import deferred_sigint
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with deferred_sigint() as presses:
+            for batch in batches:
+                for r in run_batch(batch, root):
+                    done[r.path.name] = r
+                    if progress is not None:
+                        progress(unique[r.path.name])
+                if presses():
+                    raise KeyboardInterrupt
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, threads: int,
+              done: dict[str, Run], unique: dict[str, RunConfig],
+              progress: Callable[[RunConfig], None] | None) -> None:
+    """Run the batches in ``n_workers`` spawned processes. A Ctrl-C reaches the workers too
+    (same process group): each stops its batch with checkpoints and returns, and the
+    remaining batches are not started."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    from ..training import deferred_sigint
+
+    ctx = mp.get_context("spawn")
+    with deferred_sigint() as presses, ProcessPoolExecutor(
+            max_workers=n_workers, mp_context=ctx, initializer=_init_worker,
+            initargs=(threads,)) as pool:
+        queue = list(batches)
+        running: set[Future[list[str]]] = set()
+        while queue or running:
+            while queue and len(running) < n_workers and not presses():
+                b = queue.pop(0)
+                running.add(pool.submit(_run_in_worker, [c.to_dict() for c in b], str(root)))
+            if not running:
+                break
+            finished_now, running = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished_now:
+                for p in f.result():
+                    r = load_run(p)
+                    done[r.path.name] = r
+                    if progress is not None:
+                        progress(unique[r.path.name])
+        if presses():
+            raise KeyboardInterrupt
+

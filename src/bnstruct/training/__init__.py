@@ -7,7 +7,8 @@ r"""L2-regularized training in stages: one step, a stage runner, a saved state, 
 - :mod:`._state`: :class:`TrainState` (weights, optimizer state, step and history in one
   safetensors file);
 - :mod:`._runner`: :class:`StageRunner` (yields history rows) and :func:`train`;
-- :mod:`._progress`: observers of the rows (progress bar, callback).
+- :mod:`._progress`: observers of the rows (progress bar, callback);
+- :mod:`._batched`: :func:`train_batched`, many networks of one shape in one batched step.
 
 Objective (THEORY section 1), biases included:
 
@@ -18,6 +19,7 @@ Objective (THEORY section 1), biases included:
 the penalty as the optimizer's coupled weight decay ``2 * lam``.
 """
 
+from ._batched import StackedNet, batched_step, same_structure, train_batched
 from ._progress import CallbackObserver, Observer, ProgressBar
 from ._runner import HISTORY_COLUMNS, StageRunner, TrainResult, deferred_sigint, train
 from ._stages import OPTIMIZERS, Stage, default_recipe, make_optimizer, minibatch, parse_stage
@@ -29,4 +31,5 @@ __all__ = [
     "train", "TrainResult", "HISTORY_COLUMNS", "StageRunner", "TrainState",
     "step", "evaluate", "first_nonfinite",
     "Observer", "ProgressBar", "CallbackObserver", "deferred_sigint",
+    "train_batched", "StackedNet", "batched_step", "same_structure",
 ]

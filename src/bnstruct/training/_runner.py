@@ -59,13 +59,21 @@ class _Interrupt(KeyboardInterrupt):
     """Raised by the runner at a step boundary after a deferred Ctrl-C."""
 
 
+_PRESSES: list[int] | None = None  # the Ctrl-C counter of the active deferred_sigint
+
+
 @contextmanager
 def deferred_sigint() -> Iterator[Callable[[], int]]:
-    """Within the block a first Ctrl-C (SIGINT) only sets a flag that the runner reads after
-    each step, so the run stops at a step boundary with a consistent checkpoint; a second
-    Ctrl-C raises ``KeyboardInterrupt`` at once. Yields ``presses() -> int``. Outside the main
-    thread, or where SIGINT is not Python's default handler, nothing changes (``presses`` is
-    always 0)."""
+    """Within the block a first Ctrl-C (SIGINT) only sets a flag that the runners read after
+    each step, so a run stops at a step boundary with a consistent checkpoint; a second
+    Ctrl-C raises ``KeyboardInterrupt`` at once. Yields ``presses() -> int``. Nested blocks
+    share the outermost one's counter. Outside the main thread, or where SIGINT is not
+    Python's default handler, nothing changes (``presses`` is always 0)."""
+    global _PRESSES
+    if _PRESSES is not None:
+        shared = _PRESSES
+        yield lambda: shared[0]
+        return
     presses = [0]
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
@@ -78,9 +86,11 @@ def deferred_sigint() -> Iterator[Callable[[], int]]:
             raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGINT, handler)
+    _PRESSES = presses
     try:
         yield lambda: presses[0]
     finally:
+        _PRESSES = None
         signal.signal(signal.SIGINT, old)
 
 

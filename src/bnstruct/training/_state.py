@@ -43,8 +43,8 @@ def optimizer_tensors(opt: torch.optim.Optimizer | None, prefix: str = "opt"
 
 def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                            prefix: str = "opt") -> None:
-    """Inverse of :func:`optimizer_tensors` (``step`` counters stay on the CPU, as PyTorch's
-    non-capturable optimizers keep them)."""
+    """Inverse of :func:`optimizer_tensors` (``step`` counters where PyTorch keeps them: on
+    the parameter's device for fused or capturable optimizers, else on the CPU)."""
     i = 0
     for group in opt.param_groups:
         for p in group["params"]:
@@ -53,9 +53,15 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
                   if k.startswith(head)}
             if st:
                 if "step" in st:
-                    st["step"] = st["step"].cpu()
+                    st["step"] = st["step"].to(step_device(opt, p))
                 opt.state[p] = st
             i += 1
+
+
+def step_device(opt: torch.optim.Optimizer, p: torch.Tensor) -> torch.device:
+    """Where ``opt`` keeps the ``step`` counter of ``p``."""
+    g = opt.param_groups[0]
+    return p.device if g.get("fused") or g.get("capturable") else torch.device("cpu")
 
 
 @dataclass

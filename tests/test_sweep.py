@@ -1,0 +1,169 @@
+"""``bnstruct sweep``, grids and the executor."""
+
+import os
+
+import pytest
+import torch
+
+import bnstruct as bn
+from bnstruct.cli import main
+from bnstruct.executors import execute, plan_batches, worker_plan
+from bnstruct.sweep import grid, parse_values
+
+SMALL = ["--task", "composite", "--n-train", "32", "--n-test", "16", "--width", "4",
+         "--steps", "30", "--log-every", "10", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_parse_values():
+    assert parse_values("seed", "0-4") == [0, 1, 2, 3, 4]
+    assert parse_values("seed", "7") == [7]
+    assert parse_values("lam", "0.005,1e-2") == [0.005, 0.01]  # 1e-2 is not a range
+    assert parse_values("depth", [8, 12]) == [8, 12]
+    assert parse_values("width", "64,32x32x16") == [64, (32, 32, 16)]
+    for name, v, msg in (("seed", "3-1", "empty range"), ("depth", "2,x", "not an integer"),
+                         ("seed", "1,1", "repeated"), ("lam", "a", "not a number"),
+                         ("depth", 2.5, "not an integer"), ("nope", "1", "unknown")):
+        with pytest.raises(bn.ConfigError, match=msg):
+            parse_values(name, v)
+
+
+def test_grid_points_are_train_configs():
+    pts = grid({"depth": "2,3", "seed": "0-1", "lam": 0.01, "steps": 30})
+    assert [(p.values["depth"], p.values["seed"]) for p in pts] == [(2, 0), (2, 1), (3, 0),
+                                                                      (3, 1)]
+    from bnstruct.sweep import config_from
+
+    cfg, _ = config_from(depth=3, seed=1, lam=0.01, steps=30)
+    assert pts[3].config == cfg  # a sweep point names the same run as bnstruct train
+
+
+def test_cli_sweep_grid_then_reuse(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sweep", *SMALL, "--depth", "2,3", "--seed", "0-1", "--lam", "0.01,0.02",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "8 ran, 0 reused, 0 diverged" in text
+    df = bn.runs(out)
+    assert len(df) == 8 and set(df.status) == {"completed"}
+    assert sorted(set(df.depth)) == [2, 3] and sorted(set(df.seed)) == [0, 1]
+    assert sorted(set(df.lam)) == [0.01, 0.02]
+    mtimes = {p: os.path.getmtime(p) for p in out.glob("*/weights.safetensors")}
+    # the same grid again: everything is reused, nothing retrained
+    assert main(["sweep", *SMALL, "--depth", "2,3", "--seed", "0-1", "--lam", "0.01,0.02",
+                 "--out", str(out)]) == 0
+    assert "0 ran, 8 reused" in capsys.readouterr().out
+    assert mtimes == {p: os.path.getmtime(p) for p in out.glob("*/weights.safetensors")}
+    # a larger grid trains only the new points; bnstruct train reuses a sweep's run
+    assert main(["sweep", *SMALL, "--depth", "2,3", "--seed", "0-2", "--lam", "0.01",
+                 "--workers", "1", "--out", str(out)]) == 0
+    assert "2 ran, 4 reused" in capsys.readouterr().out
+    assert main(["train", *SMALL, "--depth", "3", "--seed", "2", "--lam", "0.01", "--quiet",
+                 "--out", str(out), "--resume"]) == 0
+    assert len(bn.runs(out)) == 10
+
+
+def test_cli_sweep_from_a_toml_spec(tmp_path, capsys):
+    spec = tmp_path / "grid.toml"
+    spec.write_text('[sweep]\ntask = "composite"\nn_train = 32\nn_test = 16\nwidth = 4\n'
+                    'depth = [2, 3]\nseed = "0-1"\nsteps = 500\nlog_every = 10\n'
+                    'device = "cpu"\n')
+    out = tmp_path / "s"
+    assert main(["sweep", "--spec", str(spec), "--steps", "30", "--out", str(out)]) == 0
+    assert "4 ran" in capsys.readouterr().out
+    df = bn.runs(out)
+    assert list(df.steps) == [30] * 4  # the flag overrides the file
+    assert main(["sweep", *SMALL, "--depth", "2,3", "--seed", "0-1", "--out", str(out)]) == 0
+    assert "0 ran, 4 reused" in capsys.readouterr().out  # the same runs as from flags
+
+
+BAD = [
+    (["--seed", "3-1"], "empty range"),
+    (["--depth", "2,x"], "--depth"),
+    (["--lam", "-1,0.1"], "--lam"),
+    (["--task", "composite,nope"], "unknown task"),
+    (["--task", "symmetry", "--k", "3"], "no option"),
+    (["--stage", "adam:1e-3:0:10", "--lam", "0.1,0.2"], "--stage"),
+    (["--width", "4x4", "--depth", "4"], "depth-1"),
+    (["--workers", "0"], "--workers"),
+    (["--dtype", "float16"], "--dtype"),
+]
+
+
+@pytest.mark.parametrize(("args", "msg"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_cli_sweep_bad_spec_exit_2_nothing_trained(tmp_path, capsys, args, msg):
+    out = tmp_path / "s"
+    assert main(["sweep", *SMALL, "--depth", "2", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and msg in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_sweep_bad_spec_file(tmp_path, capsys):
+    spec = tmp_path / "bad.toml"
+    spec.write_text("depht = [2, 3]\n")
+    assert main(["sweep", "--spec", str(spec), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "depht" in err and len(err.strip().splitlines()) == 1
+    spec.write_text("depth = [2, 3\n")
+    assert main(["sweep", "--spec", str(spec), "--out", str(tmp_path / "s")]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def _cfg(**kw):
+    base = dict(task=bn.TaskSpec("composite", (("n_test", 16), ("n_train", 32))),
+                model=bn.ModelSpec("mlp", 4, 2), stages=bn.default_recipe(steps=30),
+                log_every=10, checkpoint_every=10, device="cpu")
+    base.update(kw)
+    return bn.RunConfig(**base)
+
+
+def test_plan_batches_groups_what_can_share_a_step(tmp_path):
+    a = [_cfg(seed=s) for s in range(5)]
+    b = [_cfg(seed=0, stages=bn.default_recipe(lam=0.02, steps=30, lr=1e-3))]  # other lam/lr
+    c = [_cfg(model=bn.ModelSpec("mlp", 4, 3))]  # other depth
+    d = [_cfg(stages=bn.default_recipe(steps=60))]  # other stage structure
+    batches = plan_batches(a + b + c + d, tmp_path, max_batch=4)
+    assert [len(x) for x in batches] == [4, 2, 1, 1]
+    assert batches[1] == a[4:] + b
+
+
+def test_worker_plan_rule(monkeypatch):
+    from bnstruct import executors
+
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    assert executors.free_cores(2) == 1  # one core busy elsewhere
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert executors.free_cores(2) == 2
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert executors.free_cores(2) == 1
+    assert worker_plan(6, cores=2) == (2, 1)  # a worker per core while there are batches
+    assert worker_plan(1, cores=2) == (1, 2)  # one batch: its worker gets both cores
+    assert worker_plan(0, cores=2) == (1, 2)
+    assert worker_plan(6, workers=1, cores=2) == (1, 2)
+    assert worker_plan(6, workers=4, cores=2) == (4, 1)
+    assert worker_plan(3, cores=8) == (3, 2)
+
+
+def test_execute_order_duplicates_reuse_and_workers(tmp_path):
+    cfgs = [_cfg(seed=1), _cfg(seed=0, model=bn.ModelSpec("mlp", 4, 3)), _cfg(seed=0),
+            _cfg(seed=1)]
+    seen = []
+    runs = execute(cfgs, tmp_path, progress=seen.append, workers=2)  # two batches, two workers
+    assert [r.config for r in runs] == cfgs
+    assert runs[0].path == runs[3].path and len(seen) == 3
+    assert all(r.status == "completed" for r in runs)
+    alone = bn.run(cfgs[1], tmp_path / "alone", progress=False)
+    for p, q in zip(runs[1].model.parameters(), alone.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    seen.clear()
+    again = execute(cfgs, tmp_path, progress=seen.append)
+    assert [r.path for r in again] == [r.path for r in runs] and len(seen) == 3
