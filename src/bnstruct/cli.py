@@ -517,7 +517,7 @@ def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,  # type: igno
         return
     if a.representations is not None and not all_columns:
         for tab in general_tables(a, title=title):
-            out.print(tab)
+            out.print(tab, width=min(out.width, 100))
     elif all_columns:  # as wide as it takes: no column squeezed
         import io
 
@@ -529,7 +529,7 @@ def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,  # type: igno
         sys.stdout.write("\n".join(line.rstrip() for line in wide.export_text().splitlines())
                          + "\n")
     else:
-        out.print(analysis_table(a, title=title))
+        out.print(analysis_table(a, title=title), width=min(out.width, 100))
     t = Table(title="summary", header_style="bold")
     t.add_column("quantity")
     t.add_column("value", justify="right")

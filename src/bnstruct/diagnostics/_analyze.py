@@ -139,7 +139,19 @@ class Analysis:
         value per point to colour the bottleneck PCA (e.g. a latent or an invariant)."""
         from ._plots import plot_analysis
 
-        return plot_analysis(self, path, color=color, color_label=color_label)
+        return plot_analysis(self._plot_view(), path, color=color, color_label=color_label)
+
+    def _plot_view(self) -> Analysis:
+        """General models: the rank panel reads the representation table (``layer`` = its
+        index) and the bottleneck range as indices into it."""
+        if self.representations is None:
+            return self
+        reps = self.representations.rename(columns={"rep": "layer"})
+        names = list(reps["name"])
+        bl = self.summary["bottleneck_layers"]
+        summary = {**self.summary, "bottleneck_layers": None if bl is None else
+                   [names.index(bl[0]) + 1, names.index(bl[1]) + 1]}
+        return Analysis(reps, summary, self.weight_spectra, self.rep_spectra, self.pca)
 
 
 # --- what the column producers read ------------------------------------------------------

@@ -329,6 +329,8 @@ class Evaluation:
                 return tuple(got)
 
             from torch.func import jacfwd, vmap
+
+            quiet_jvp_import()
             ranks = np.zeros(len(names), dtype=np.int64)
             chunk = max(1, 2**27 // max(1, sum(int(np.prod(r.shape[1:])) for r in
                                                self.representations()) * Xp[0].numel() * 8))
