@@ -611,6 +611,28 @@ def bench_analyze_cmd(
               f"bound slack diff {df.attrs['bound_slack_min_diff']:.2g}", highlight=False)
 
 
+@bench_app.command("analyze-general")
+def bench_analyze_general_cmd(
+    n: Annotated[int, typer.Option(help="points (scikit-learn digits)")] = 512,
+    float32: Annotated[bool, typer.Option("--float32", help="compute in float32 (default "
+                                                             "float64)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print strict JSON")] = False,
+) -> None:
+    """Time and memory of analyze on a ~1M-parameter residual CNN (torch.func path)."""
+    import torch
+
+    from ._io import dumps
+    from .bench import bench_analyze_general
+
+    if not 1 <= n <= 1797:
+        raise ConfigError(f"--n must be in 1..1797 (the digits data set), got {n}")
+    df = bench_analyze_general(n=n, dtype=torch.float32 if float32 else torch.float64)
+    if as_json:
+        sys.stdout.write(dumps({"rows": df.to_dict(orient="records"), **df.attrs}) + "\n")
+        return
+    out.print(_df_table(df, title=f"analyze of a general model: {df.attrs['setup']}"))
+
+
 def torch_threads() -> int:
     import torch
 

@@ -61,7 +61,7 @@ from ..conventions import (
 )
 from ..errors import ConfigError, DataError
 from ._bottleneck import estimate_bottleneck_rank, estimate_rep_bottleneck_rank, skip_reason
-from ._evaluation import Evaluation
+from ._evaluation import Evaluation, svdvals
 
 __all__ = ["Analysis", "analyze", "THRESHOLDS", "LAYER_COLUMNS", "LAYER_PRODUCERS",
            "REP_COLUMNS", "THEORY_COLUMNS"]
@@ -435,7 +435,7 @@ def _rep_rows(ev: Evaluation, jacobian_points: int) -> tuple[pd.DataFrame, list[
     rows, spectra = [], []
     for i, (name, A) in enumerate(zip(ev.rep_names, ev.representations(), strict=True)):
         flat = A.reshape(N, -1)
-        s = torch.linalg.svdvals(center(flat)).cpu().numpy()
+        s = ev.rep_spectra[i].cpu().numpy()
         spectra.append(s)
         row: dict[str, Any] = {"rep": i + 1, "name": name, "shape": list(A.shape[1:]),
                                "rep_width": flat.shape[1]}
@@ -446,7 +446,7 @@ def _rep_rows(ev: Evaluation, jacobian_points: int) -> tuple[pd.DataFrame, list[
         if A.dim() > 2:
             C = A.shape[1]
             ch = A.reshape(N, C, -1).transpose(1, 2).reshape(-1, C)  # [N * spatial, C]
-            sc = torch.linalg.svdvals(center(ch)).cpu().numpy()
+            sc = svdvals(center(ch)).cpu().numpy()
             row.update(chan_width=C, chan_erank_participation=effective_rank(sc, "participation"),
                        chan_rank_numerical=numerical_rank(sc, tuple(ch.shape), eps_model),
                        chan_energy_rank=energy_rank(sc))

@@ -52,7 +52,7 @@ from ._general import (
 from ._lanczos import DENSE_MAX, dense_top_eig, top_eig
 
 __all__ = ["Evaluation", "IMPLEMENTATIONS", "Implementation", "NTK_MODES", "NTK_DENSE_MAX",
-           "BOUND_COLUMNS", "log_pdet_from_svals"]
+           "BOUND_COLUMNS", "log_pdet_from_svals", "svdvals"]
 
 Implementation = Literal["structured", "autodiff", "auto"]
 IMPLEMENTATIONS: tuple[str, ...] = ("structured", "autodiff", "auto")
@@ -63,6 +63,15 @@ BOUND_COLUMNS = ["point", "k", "lhs", "rhs", "slack", "tail", "head", "c1", "log
                  "param_norm2"]
 #: row-block size (points) of the symmetric full kernel
 _SYM_BLOCK = 32
+
+
+def svdvals(A: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``A`` (``[..., m, n]``), descending. On the CPU through NumPy's
+    LAPACK: torch's batched CPU SVD can slow down a hundredfold on Jacobians full of exact
+    zeros (ReLU, max-pooling), whose iterations run into subnormal numbers."""
+    if A.device.type != "cpu" or A.numel() == 0:
+        return torch.linalg.svdvals(A)
+    return torch.from_numpy(np.linalg.svd(A.detach().numpy(), compute_uv=False)).to(A.dtype)
 
 
 def log_pdet_from_svals(s: torch.Tensor, k: int, shape: tuple[int, int],
@@ -247,7 +256,7 @@ class Evaluation:
     def rep_spectra(self) -> list[torch.Tensor]:
         """Singular values of each centered representation (``[N, n_l]``)."""
         def run() -> list[torch.Tensor]:
-            return [torch.linalg.svdvals(center(A)) for A in self.representations()]
+            return [svdvals(center(A.reshape(A.shape[0], -1))) for A in self.representations()]
         out = self._cached("rep_spectra", run)
         assert isinstance(out, list)
         return out
@@ -338,7 +347,7 @@ class Evaluation:
                 Js = vmap(jacfwd(reps_of))(Xp[i:i + chunk])
                 for l, J in enumerate(Js):
                     J = J.reshape(J.shape[0], J.shape[1], -1)  # [points, dim_l, d_in]
-                    s = torch.linalg.svdvals(J)
+                    s = svdvals(J)
                     tol = max(J.shape[1:]) * torch.finfo(s.dtype).eps
                     r = (s > s[:, :1] * tol).sum(1) if s.shape[1] else torch.zeros(1)
                     ranks[l] = max(ranks[l], int(r.max()))
@@ -401,7 +410,7 @@ class Evaluation:
     @property
     def jacobian_svals(self) -> torch.Tensor:
         """Singular values of every ``Jf(x_i)``, ``[N, min(d_out, d_in)]``."""
-        s = self._cached("jacobian_svals", lambda: torch.linalg.svdvals(self.jacobian))
+        s = self._cached("jacobian_svals", lambda: svdvals(self.jacobian))
         assert isinstance(s, torch.Tensor)
         return s
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ._evaluation import Evaluation, log_pdet_from_svals
+from ._evaluation import Evaluation, log_pdet_from_svals, svdvals
 
 __all__ = ["jacobian", "log_pdet"]
 
@@ -50,4 +50,4 @@ def log_pdet(J: torch.Tensor, k: int, *, rtol: float | None = None) -> torch.Ten
         raise DataError("J has non-finite values (NaN/inf)")
     if k == 0:
         return torch.zeros(J.shape[:-2], dtype=J.dtype, device=J.device)
-    return log_pdet_from_svals(torch.linalg.svdvals(J), k, (m, n), rtol)
+    return log_pdet_from_svals(svdvals(J), k, (m, n), rtol)
