@@ -339,6 +339,24 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
         implementation: Jacobian/NTK path, ``"auto"`` | ``"structured"`` | ``"autodiff"``
             (:class:`~bnstruct.diagnostics.Evaluation`); the one used is
             ``summary["implementation"]``.
+        output: for a model returning a tuple/dict: the index/key (or a callable) of the
+            tensor to analyze.
+        layers: module names whose outputs are the representations (default: every
+            activation module and every block, then ``f(x)``; chains: their layers).
+        conv_operator: also the singular values of every stride-1 convolution as a circular
+            operator on its input grid (``Analysis.operator_spectra``).
+        jacobian_points: general models: points for the input-to-layer Jacobian ranks.
+
+    Any other model than a chain (or ``output``/``layers`` given) is analyzed through
+    ``torch.func`` with the model in eval mode (its flags restored): ``layers`` is then one
+    row per weight layer (Linear, Conv1d/2d; kernels as ``out x (in/groups * k)``) with the
+    theory columns (:data:`THEORY_COLUMNS`) null, ``representations`` one row per
+    representation point (:data:`REP_COLUMNS`: the flattened and the per-channel view of
+    feature maps, the input-to-layer Jacobian rank), ``summary["theory"]`` says why, the
+    bottleneck rank comes from the representations
+    (:func:`~bnstruct.diagnostics.estimate_rep_bottleneck_rank`, ``"rep-energy-min"``) and,
+    as ``bottleneck_rank_jacobian``, from the input-to-layer Jacobians
+    (``"jacobian-layer-min"``), and the bound's keys are ``None``.
 
     ``summary`` keys: ``depth``, ``n_points``, ``sizes``, ``implementation``,
     ``param_norm2``, ``param_norm2_per_depth``, ``bottleneck_rank``,

@@ -202,9 +202,15 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def weight_matrix(m: nn.Module, dtype: torch.dtype | None) -> torch.Tensor:
     """The weight of a Linear (``[out, in]``) or a Conv kernel as ``out x (in/groups * k)``."""
-    W = m.weight.detach()
+    W = _weight(m)
     W = W if dtype is None else W.to(dtype)
     return W.reshape(W.shape[0], -1)
+
+
+def _weight(m: nn.Module) -> torch.Tensor:
+    w = m.weight
+    assert isinstance(w, torch.Tensor)
+    return w.detach()
 
 
 def conv_operator_svals(m: nn.Module, grid: Sequence[int], dtype: torch.dtype | None
@@ -217,7 +223,7 @@ def conv_operator_svals(m: nn.Module, grid: Sequence[int], dtype: torch.dtype | 
         return "not a convolution"
     if any(s != 1 for s in m.stride) or m.groups != 1 or any(d != 1 for d in m.dilation):
         return "circular operator spectrum needs stride 1, groups 1, dilation 1"
-    K = m.weight.detach()
+    K = _weight(m)
     K = K if dtype is None else K.to(dtype)
     ks = K.shape[2:]
     if any(k > g for k, g in zip(ks, grid, strict=True)):
