@@ -351,3 +351,18 @@ def test_general_bad_inputs_one_line(model, X, kw, err, msg):
     with pytest.raises(err, match=msg) as e:
         bn.analyze(model(), X.to(F64), **kw)
     assert "\n" not in str(e.value)
+
+
+def test_ghost_trace_used_where_it_applies_and_matches_chunks():
+    from bnstruct.diagnostics._autodiff import Functional
+
+    for kind, applies in (("cnn-conv2d-pool", True), ("conv1d", True), ("tuple-output", True),
+                          ("dropout-batchnorm", False), ("layernorm-silu", False)):
+        m, X, out, _ = _make(kind)
+        ev = Evaluation(m, X, output=out)
+        f = Functional(m, F64, ev.select)
+        ghost = f.ghost_trace(ev.X, ev.d_out)
+        assert (ghost is not None) == applies, kind
+        if ghost is not None:
+            chunks = torch.cat([j.pow(2).sum((1, 2)) for j in f._chunks(ev.X, ev.d_out)])
+            assert_close(ghost, chunks, rtol=1e-11, atol=0, what=f"{kind}: ghost trace")

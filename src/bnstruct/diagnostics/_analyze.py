@@ -559,7 +559,10 @@ def _analyze_general(ev: Evaluation, k: int | None, *, Y: torch.Tensor | None,
     if ntk:
         lmax = ev.ntk_max_eig()
         summary.update(ntk_trace_per_NL=float(ev.ntk("trace").sum()) / (N * max(L, 1)),
-                       ntk_max_eig=lmax, ntk_max_eig_per_NL=lmax / (N * max(L, 1)))
+                       ntk_trace_method=ev.functional.trace_method,
+                       ntk_max_eig=lmax, ntk_max_eig_per_NL=lmax / (N * max(L, 1)),
+                       ntk_max_eig_method="Lanczos on NTK-vector products J (J^T v) "
+                                          "(vjp then jvp), never the Jacobian")
     if Y is not None:
         fit = ev.fit(Y)
         summary["fit"] = fit
