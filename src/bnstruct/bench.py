@@ -302,8 +302,9 @@ def bench_analyze_general(*, n: int = 512, dtype: torch.dtype = torch.float64,
     digits (scaled to [0, 1]), computed in ``dtype``.
 
     Rows: the forward pass with its representations, the input Jacobian, the input-to-layer
-    Jacobian ranks (``jacobian_points`` points), the NTK trace (per-point parameter Jacobians
-    in chunks, never ``N d_out x P``), the NTK top eigenvalue (Lanczos on NTK-vector products),
+    Jacobian ranks (``jacobian_points`` points), the NTK trace (per-point gradient norms, one
+    backward pass per output, never ``N d_out x P``), the NTK top eigenvalue (Lanczos on
+    NTK-vector products),
     and the whole ``analyze`` (a fresh evaluation, no full NTK). ``extra_rss_mb``: growth of
     the process's peak RSS during that step (a bound on its extra memory). The issue's target:
     analyze <= 30 s on 2 cores, < 2 GB extra memory.
@@ -329,7 +330,7 @@ def bench_analyze_general(*, n: int = 512, dtype: torch.dtype = torch.float64,
     step("input Jacobian [N, 10, 64]", lambda: ev.jacobian_svals)
     step(f"layer Jacobian ranks ({jacobian_points} points)",
          lambda: ev.layer_jacobian_ranks(jacobian_points))
-    step("NTK trace (chunked per-point Jacobians)", lambda: ev.ntk("trace"))
+    step("NTK trace (per-point gradient norms)", lambda: ev.ntk("trace"))
     step("NTK top eigenvalue (Lanczos, J(J^T v))", lambda: ev.ntk_max_eig())
     step("analyze (fresh, NTK trace and top eigenvalue, no full NTK)",
          lambda: analyze(model, X, dtype=dtype, jacobian_points=jacobian_points))
