@@ -164,13 +164,13 @@ class Functional:
                     q = A.pow(2).sum(1) + (1.0 if m.bias is not None else 0.0)
                     tr += d.pow(2).sum(1) * q
                     continue
-                if isinstance(m, nn.Conv1d):
+                pad = [int(p) for p in m.padding]  # str padding was refused above
+                k, st, pd, dl = (list(m.kernel_size), list(m.stride), pad, list(m.dilation))
+                if isinstance(m, nn.Conv1d):  # as a Conv2d on a 1 x L grid
                     A, d = A[:, :, None, :], d[:, :, None, :]
-                    k, st, pd, dl = (1, *m.kernel_size), (1, *m.stride), (0, *m.padding), \
-                        (1, *m.dilation)
-                else:
-                    k, st, pd, dl = m.kernel_size, m.stride, m.padding, m.dilation
-                U = F.unfold(A, k, dilation=dl, padding=pd, stride=st)  # [N, C_in k, P]
+                    k, st, pd, dl = [1, *k], [1, *st], [0, *pd], [1, *dl]
+                U = F.unfold(A, tuple(k), dilation=tuple(dl), padding=tuple(pd),
+                             stride=tuple(st))  # [N, C_in k, P]
                 D = d.reshape(N, d.shape[1], -1)  # [N, C_out, P]
                 tr += (D @ U.transpose(1, 2)).pow(2).sum((1, 2))
                 if m.bias is not None:
