@@ -236,17 +236,21 @@ def test_bad_inputs_raise_one_clear_error(fn):
             call(torch.zeros(4, 3, dtype=F64), k=-1)
 
 
-@pytest.mark.parametrize("fn", ["representations", "weight_spectra", "bottleneck_bound",
-                                "analyze"])
-def test_unsupported_layer_is_named(fn):
+def test_non_chains_are_analyzed_but_theory_needs_a_chain():
+    """Any model is analyzed (issue 13); the bound and balancedness, which need a positively
+    homogeneous chain, name the module that breaks it, and analyze says why its theory
+    columns are null."""
     seq = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(F64)
-    X = torch.zeros(2, 3, dtype=F64)
-    args = {"representations": (seq, X), "weight_spectra": (seq,),
-            "bottleneck_bound": (seq, X, 1), "analyze": (seq, X)}[fn]
-    with pytest.raises(bn.ConfigError, match=r"unsupported module '1' \(Tanh\)"):
-        getattr(bn, fn)(*args)
+    X = torch.randn(6, 3, dtype=F64)
+    for call in (lambda: bn.bottleneck_bound(seq, X, 1), lambda: bn.balancedness(seq)):
+        with pytest.raises(bn.ConfigError, match=r"unsupported module '1' \(Tanh\)"):
+            call()
+    a = bn.analyze(seq, X)
+    assert "unsupported module '1' (Tanh)" in a.summary["theory"]
+    assert a.layers["balance"].isna().all() and a.summary["bound_slack_min"] is None
+    assert len(bn.representations(seq, X)) == 2 and len(bn.weight_spectra(seq)) == 2
     with pytest.raises(bn.ConfigError, match="must start with nn.Linear"):
-        bn.representations(nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), X)
+        bn.bottleneck_bound(nn.Sequential(nn.ReLU(), nn.Linear(3, 2)).to(F64), X, 1)
 
 
 def test_other_bad_arguments():

@@ -89,8 +89,8 @@ def test_feedforward_inside_a_sequential_is_read_as_its_chain():
 ])
 def test_parser_errors_name_the_module(net, msg):
     X = torch.zeros(2, 3, dtype=F64)
-    for call in (lambda: bn.analyze(net, X), lambda: bn.balancedness(net),
-                 lambda: bn.rebalance(net), lambda: bn.representations(net, X)):
+    for call in (lambda: bn.bottleneck_bound(net.double(), X, 0), lambda: bn.balancedness(net),
+                 lambda: bn.rebalance(net)):
         with pytest.raises(bn.ConfigError, match=msg):
             call()
 
@@ -98,7 +98,7 @@ def test_parser_errors_name_the_module(net, msg):
 def test_a_layer_used_twice_is_refused():
     lin = nn.Linear(3, 3)
     net = nn.Sequential(lin, nn.ReLU(), lin)
-    for call in (lambda: bn.balancedness(net), lambda: bn.weight_spectra(net)):
+    for call in (lambda: bn.balancedness(net), lambda: bn.rebalance(net)):
         with pytest.raises(bn.ConfigError, match="used twice"):
             call()
 

@@ -368,3 +368,73 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
     df.attrs["setup"] = (f"MLP L={depth} width={width} d_in=20 d_out={d_out}, N={n}, k={k}, "
                          f"float64, {torch.get_num_threads()} threads")
     return df
+
+
+def residual_cnn(width: int = 32, hidden: int = 768, n_classes: int = 10,
+                 seed: int = 0) -> nn.Module:
+    """The ~1M-parameter residual CNN of :func:`bench_analyze_general` (``[N, 1, 8, 8]``
+    inputs): a 3x3 stem, a residual stage at 8x8, max-pooling, a wider residual stage at
+    4x4, then a dense head (most of the parameters)."""
+
+    class Block(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+            self.act = nn.ReLU()
+            self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+            self.out = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(x + self.conv2(self.act(self.conv1(x))))
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), Block(width), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), Block(2 * width),
+        nn.Flatten(), nn.Linear(2 * width * 16, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+
+def bench_analyze_general(*, n: int = 512, dtype: torch.dtype = torch.float64,
+                          jacobian_points: int = 64) -> pd.DataFrame:
+    """Wall time and peak memory of each measurement of :func:`bnstruct.analyze` on a general
+    model: :func:`residual_cnn` (about 1M parameters) on the first ``n`` scikit-learn 8x8
+    digits (scaled to [0, 1]), computed in ``dtype``.
+
+    Rows: the forward pass with its representations, the input Jacobian, the input-to-layer
+    Jacobian ranks (``jacobian_points`` points), the NTK trace (per-point gradient norms, one
+    backward pass per output, never ``N d_out x P``), the NTK top eigenvalue (Lanczos on
+    NTK-vector products),
+    and the whole ``analyze`` (a fresh evaluation, no full NTK). ``extra_rss_mb``: growth of
+    the process's peak RSS during that step (a bound on its extra memory). The issue's target:
+    analyze <= 30 s on 2 cores, < 2 GB extra memory.
+    """
+    from sklearn.datasets import load_digits
+
+    from .diagnostics import Evaluation, analyze
+
+    X = torch.from_numpy(load_digits().data[:n] / 16.0).reshape(-1, 1, 8, 8).float()
+    model = residual_cnn()
+    n_params = sum(p.numel() for p in model.parameters())
+    ev = Evaluation(model, X, dtype=dtype)
+    rows = []
+
+    def step(name: str, f: Callable[[], object]) -> None:
+        r0 = _peak_rss_mb()
+        t = time.perf_counter()
+        f()
+        rows.append({"measurement": name, "seconds": time.perf_counter() - t,
+                     "extra_rss_mb": _peak_rss_mb() - r0})
+
+    step("forward + representations", lambda: ev.rep_spectra)
+    step("input Jacobian [N, 10, 64]", lambda: ev.jacobian_svals)
+    step(f"layer Jacobian ranks ({jacobian_points} points)",
+         lambda: ev.layer_jacobian_ranks(jacobian_points))
+    step("NTK trace (per-point gradient norms)", lambda: ev.ntk("trace"))
+    step("NTK top eigenvalue (Lanczos, J(J^T v))", lambda: ev.ntk_max_eig())
+    step("analyze (fresh, NTK trace and top eigenvalue, no full NTK)",
+         lambda: analyze(model, X, dtype=dtype, jacobian_points=jacobian_points))
+    df = pd.DataFrame(rows)
+    df.attrs["setup"] = (f"residual CNN, {n_params} parameters, N={n} digits 1x8x8, "
+                         f"{str(dtype).replace('torch.', '')}, {torch.get_num_threads()} "
+                         "threads")
+    return df

@@ -366,6 +366,128 @@ def analysis_table(a, *, all_columns: bool = False, title: str | None = None  # 
     return t
 
 
+def _compact_table(cols: list[tuple[str, list[str]]], title: str | None, caption: str
+                   ) -> Table:
+    from rich import box
+    from rich.text import Text
+
+    t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+              padding=(0, 1), collapse_padding=True, show_edge=False, caption=Text(caption))
+    for name, _ in cols:
+        t.add_column(name, justify="left" if name in ("name", "shape") else "right",
+                     no_wrap=True)
+    for r in range(len(cols[0][1]) if cols else 0):
+        t.add_row(*[vals[r] for _, vals in cols])
+    return t
+
+
+def general_tables(a, *, title: str | None = None) -> tuple[Table, Table]:  # type: ignore[no-untyped-def]
+    """The weight table and the representation table of a general model's analysis."""
+    df, rp = a.layers, a.representations
+    k = int(a.summary["k"])
+    wcols: list[tuple[str, list[str]]] = [
+        ("layer", [str(v) for v in df["layer"]]),
+        ("name", [str(v) for v in df["name"]]),
+        ("shape", [f"{o}x{i}" for o, i in zip(df["n_out"], df["n_in"], strict=True)]),
+    ]
+    for i in range(1, min(max(k + 1, 2), 4) + 1):
+        wcols.append((f"s{i}", [_fmt(v) for v in df[f"s{i}"]]))
+    wcols += [("gap_at", [str(int(v)) if v == v else "" for v in df["gap_rank"]]),
+              ("stable", [_fmt(v) for v in df["stable_rank"]]),
+              ("PR", [_fmt(v) for v in df["w_erank_participation"]])]
+    rcols: list[tuple[str, list[str]]] = [
+        ("rep", [str(v) for v in rp["rep"]]),
+        ("name", [str(v) for v in rp["name"]]),
+        ("shape", ["x".join(map(str, v)) for v in rp["shape"]]),
+        ("rank", [str(v) for v in rp["rep_rank_numerical"]]),
+        ("energy", [str(v) for v in rp["rep_energy_rank"]]),
+        ("PR", [_fmt(v) for v in rp["rep_erank_participation"]]),
+        ("ch_PR", [_fmt(v) for v in rp["chan_erank_participation"]]),
+        ("jac", [str(v) for v in rp["jac_rank"]]),
+        ("in_BN", [_fmt(v) for v in rp["in_bottleneck"]]),
+    ]
+    return (_compact_table(wcols, title, "weights: Linear [out, in], Conv as out x (in*k); "
+                                         "gap_at: gap_rank; PR: participation ratio"),
+            _compact_table(rcols, "representations",
+                           "rank: numerical; energy: principal directions holding all but "
+                           f"{a.summary['thresholds']['energy_tol']:g} of the energy; PR / "
+                           "ch_PR: participation ratio of the flat / per-channel view; jac: "
+                           "rank of d h / d x"))
+
+
+def _load_user_model(spec: str, weights: Path | None):  # type: ignore[no-untyped-def]
+    """``pkg.module:factory`` called with no arguments, then ``weights`` loaded (safetensors,
+    or a state_dict through ``torch.load(weights_only=True)``; nothing else is unpickled)."""
+    import importlib
+
+    import torch
+
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise ConfigError(f"--model {spec!r} must be 'package.module:factory'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"--model: cannot import {mod_name!r} ({e})") from None
+    factory = getattr(mod, attr, None)
+    if factory is None or not callable(factory):
+        raise ConfigError(f"--model: {mod_name!r} has no callable {attr!r}")
+    try:
+        model = factory()
+    except Exception as e:  # the user's code: report, do not trace back
+        raise ConfigError(f"--model: {spec}() failed ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"--model: {spec}() returned a {type(model).__name__}, not an "
+                          "nn.Module")
+    if weights is None:
+        return model
+    if not weights.is_file():
+        raise ConfigError(f"--weights {weights}: no such file")
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(weights))
+        else:
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, or a pickle that is not a plain state_dict
+        raise ConfigError(f"--weights {weights}: cannot read it as safetensors or a "
+                          f"state_dict ({type(e).__name__})") from None
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise ConfigError(f"--weights {weights}: expected a state_dict (names -> tensors)")
+    own = model.state_dict()
+    missing = [n for n in own if n not in sd]
+    extra = [n for n in sd if n not in own]
+    shapes = [n for n in own if n in sd and tuple(sd[n].shape) != tuple(own[n].shape)]
+    if missing or extra or shapes:
+        parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+            [f"unexpected {', '.join(extra[:3])}"] if extra else []) + (
+            [f"shape of {shapes[0]}: file {tuple(sd[shapes[0]].shape)}, model "
+             f"{tuple(own[shapes[0]].shape)}"] if shapes else [])
+        raise ConfigError(f"--weights {weights} do not match the model: {'; '.join(parts)}")
+    model.load_state_dict(sd)
+    return model
+
+
+def _load_data(path: Path):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import torch
+
+    if not path.is_file():
+        raise ConfigError(f"--data {path}: no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise ConfigError(f"--data {path}: not a .npy array ({type(e).__name__})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise ConfigError(f"--data {path}: expected a numeric .npy array [N, ...]")
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+
+
 def _check_figure_path(path: Path) -> None:
     """Reject a figure path matplotlib cannot write (unknown format, missing or read-only
     folder) before any work is done."""
@@ -384,7 +506,20 @@ def _check_figure_path(path: Path) -> None:
 
 @app.command("analyze")
 def analyze_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory written by bnstruct train")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="a run directory written by bnstruct train (or use --model/--data)")] = None,
+    model_spec: Annotated[str | None, typer.Option(
+        "--model", help="your model: 'package.module:factory' (called with no arguments)")
+    ] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="weights for --model: .safetensors, or a state_dict saved by torch.save")] = None,
+    data: Annotated[Path | None, typer.Option(help="points for --model: X as a .npy file")
+                    ] = None,
+    layers: Annotated[str | None, typer.Option(
+        help="comma-separated module names whose outputs are the representations")] = None,
+    output: Annotated[str | None, typer.Option(
+        help="which output to analyze when the model returns a tuple (index) or dict (key)")
+    ] = None,
     k: Annotated[int | None, typer.Option(
         help="bottleneck rank to test (default: estimated from the network)")] = None,
     points: Annotated[int | None, typer.Option(
@@ -410,6 +545,40 @@ def analyze_cmd(
         raise ConfigError(f"--points must be >= 1, got {points}")
     if plot is not None:
         _check_figure_path(plot)
+    if model_spec is not None or data is not None:
+        if run_dir is not None:
+            raise ConfigError("give a run directory or --model/--data, not both")
+        if model_spec is None or data is None:
+            raise ConfigError("--model and --data go together (and --weights, usually)")
+        if hessian:
+            raise ConfigError("--hessian needs the targets of a run: analyze a run directory")
+        user = _load_user_model(model_spec, weights)
+        X = _load_data(data)
+        if points is not None:
+            if points > X.shape[0]:
+                raise ConfigError(f"--points {points} exceeds the {X.shape[0]} points of "
+                                  f"{data}")
+            X = X[:points]
+        sel: int | str | None = None
+        if output is not None:
+            sel = int(output) if output.lstrip("-").isdigit() else output
+        names = None if layers is None else [n.strip() for n in layers.split(",") if n.strip()]
+        a = analyze(user, X, k, layers=names, output=sel)
+        a.summary["model_spec"] = model_spec
+        if plot is not None:
+            try:
+                a.plot(plot)
+            except OSError as e:
+                raise ConfigError(f"cannot write --plot {plot}: {e.strerror or e}") from None
+        _print_analysis(a, f"layers of {model_spec}", as_json=as_json, as_csv=as_csv,
+                        all_columns=all_columns)
+        if plot is not None and not (as_json or as_csv):
+            out.print(f"figure written to {plot}", highlight=False)
+        return
+    if weights is not None or layers is not None or output is not None:
+        raise ConfigError("--weights, --layers and --output go with --model/--data")
+    if run_dir is None:
+        raise ConfigError("give a run directory, or --model and --data")
     r = load_run(run_dir)
     X, Y = r.task.X, r.task.Y
     if points is not None:
@@ -442,17 +611,24 @@ def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,  # type: igno
         return
     if as_csv:
         sys.stdout.write(a.layers.to_csv(index=False))
+        if a.representations is not None:
+            sys.stdout.write("\n" + a.representations.to_csv(index=False))
         return
-    if all_columns:  # as wide as it takes: no column squeezed
+    if a.representations is not None and not all_columns:
+        for tab in general_tables(a, title=title):
+            out.print(tab, width=min(out.width, 100))
+    elif all_columns:  # as wide as it takes: no column squeezed
         import io
 
         wide = Console(width=10_000, record=True, file=io.StringIO())
         wide.print(analysis_table(a, all_columns=True))
         out.print(title, highlight=False)
+        if a.representations is not None:
+            wide.print(_df_table(a.representations, title="representations"))
         sys.stdout.write("\n".join(line.rstrip() for line in wide.export_text().splitlines())
                          + "\n")
     else:
-        out.print(analysis_table(a, title=title))
+        out.print(analysis_table(a, title=title), width=min(out.width, 100))
     t = Table(title="summary", header_style="bold")
     t.add_column("quantity")
     t.add_column("value", justify="right")
@@ -563,6 +739,28 @@ def bench_analyze_cmd(
                                   f"{df.attrs['setup']}"))
     out.print(f"same results: ntk_max_eig rel. diff {df.attrs['ntk_max_eig_rel_diff']:.2g}, "
               f"bound slack diff {df.attrs['bound_slack_min_diff']:.2g}", highlight=False)
+
+
+@bench_app.command("analyze-general")
+def bench_analyze_general_cmd(
+    n: Annotated[int, typer.Option(help="points (scikit-learn digits)")] = 512,
+    float32: Annotated[bool, typer.Option("--float32", help="compute in float32 (default "
+                                                             "float64)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print strict JSON")] = False,
+) -> None:
+    """Time and memory of analyze on a ~1M-parameter residual CNN (torch.func path)."""
+    import torch
+
+    from ._io import dumps
+    from .bench import bench_analyze_general
+
+    if not 1 <= n <= 1797:
+        raise ConfigError(f"--n must be in 1..1797 (the digits data set), got {n}")
+    df = bench_analyze_general(n=n, dtype=torch.float32 if float32 else torch.float64)
+    if as_json:
+        sys.stdout.write(dumps({"rows": df.to_dict(orient="records"), **df.attrs}) + "\n")
+        return
+    out.print(_df_table(df, title=f"analyze of a general model: {df.attrs['setup']}"))
 
 
 def torch_threads() -> int:

@@ -51,6 +51,7 @@ __all__ = [
     "NEAR_ONE", "GAP_MIN", "THRESHOLD_RTOL", "TOP_SINGULAR_VALUES", "RANK_METHODS", "RankMethod",
     "middle_layers", "interior_layers", "near_one", "count_near_one", "clear_gap", "gap_rank",
     "center", "effective_rank", "numerical_rank", "as_spectrum", "summary",
+    "ENERGY_TOL", "energy_rank",
 ]
 
 #: a weight singular value is "near 1" when it lies in this closed band (symmetric in log s)
@@ -205,3 +206,23 @@ def summary() -> dict[str, Any]:
             "entropy": "exp(H(s / sum s))",
         },
     }
+
+
+#: a representation is "approximately k-dimensional" when at most this share of its centered
+#: energy lies outside its top-k principal subspace (THEORY 6, prediction 4)
+ENERGY_TOL: float = 0.01
+
+
+def energy_rank(S: Any, tol: float = ENERGY_TOL) -> int:
+    r"""Smallest ``k`` with :math:`\sum_{i>k} s_i^2 \le \mathrm{tol} \sum_i s_i^2`: the
+    dimension of the principal subspace that holds all but ``tol`` of the energy of a centered
+    representation with singular values ``S`` (0 for ``S = 0``). Its ``k``-th direction is
+    never negligible (a smaller ``k`` would leave more than ``tol`` outside)."""
+    if not (isinstance(tol, int | float) and 0 <= tol < 1):
+        raise ConfigError(f"tol must be a number in [0, 1), got {tol!r}")
+    s2 = as_spectrum(S) ** 2  # validated, descending
+    total = float(s2.sum())
+    if total == 0.0:
+        return 0
+    outside = total - np.cumsum(s2)  # energy outside the top-k, k = 1..n
+    return int(np.argmax(outside <= tol * total * (1 + 1e-12)) + 1)

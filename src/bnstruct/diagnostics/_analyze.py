@@ -34,7 +34,7 @@ representations included; ``summary["implementation"]`` names the Jacobian/NTK p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,15 +54,17 @@ from ..conventions import (
     clear_gap,
     count_near_one,
     effective_rank,
+    energy_rank,
     gap_rank,
     middle_layers,
     numerical_rank,
 )
 from ..errors import ConfigError, DataError
-from ._bottleneck import estimate_bottleneck_rank, skip_reason
-from ._evaluation import Evaluation
+from ._bottleneck import estimate_bottleneck_rank, estimate_rep_bottleneck_rank, skip_reason
+from ._evaluation import Evaluation, svdvals
 
-__all__ = ["Analysis", "analyze", "THRESHOLDS", "LAYER_COLUMNS", "LAYER_PRODUCERS"]
+__all__ = ["Analysis", "analyze", "THRESHOLDS", "LAYER_COLUMNS", "LAYER_PRODUCERS",
+           "REP_COLUMNS", "THEORY_COLUMNS"]
 
 THRESHOLDS: dict[str, float] = {
     "near_one_lo": NEAR_ONE[0],
@@ -82,6 +84,15 @@ LAYER_COLUMNS = (
        "rep_width", "rep_erank_entropy", "rep_erank_participation", "rep_erank_threshold",
        "rep_rank_numerical", "balance", "middle", "in_bottleneck"]
 )
+#: per-layer columns that need a positively homogeneous chain (null for other models)
+THEORY_COLUMNS = ("near_one", "s_k1", "clear_gap_at_k", "balance", "in_bottleneck")
+#: the representation table of general models: ``rep_*`` on the flattened ``[N, prod(shape)]``
+#: view, ``chan_*`` on the per-channel ``[N * spatial, C]`` view of feature maps (NaN for
+#: vectors), ``jac_rank`` the max over points of the numerical rank of ``d h_l / d x``
+REP_COLUMNS = ["rep", "name", "shape", "rep_width", "rep_erank_entropy",
+               "rep_erank_participation", "rep_erank_threshold", "rep_rank_numerical",
+               "rep_energy_rank", "chan_width", "chan_erank_participation",
+               "chan_rank_numerical", "chan_energy_rank", "jac_rank", "in_bottleneck"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,17 +110,27 @@ class Analysis:
     weight_spectra: list[np.ndarray] = field(repr=False)
     rep_spectra: list[np.ndarray] = field(repr=False)
     pca: np.ndarray = field(repr=False)
+    #: general models: one row per representation point (:data:`REP_COLUMNS`); chains: None
+    representations: pd.DataFrame | None = field(default=None, repr=False)
+    #: with ``conv_operator=True``: per weight layer, the circular conv operator's singular
+    #: values (or why there are none)
+    operator_spectra: list[np.ndarray | str] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-safe dict (``json.dumps(..., allow_nan=False)`` works): ``summary``,
         ``layers`` (records), ``weight_spectra``, ``rep_spectra``. Non-finite numbers (NaN,
         +-inf) become ``None``."""
-        out: dict[str, Any] = jsonable({
+        d: dict[str, Any] = {
             "summary": self.summary,
             "layers": self.layers.to_dict(orient="records"),
             "weight_spectra": self.weight_spectra,
             "rep_spectra": self.rep_spectra,
-        })
+        }
+        if self.representations is not None:
+            d["representations"] = self.representations.to_dict(orient="records")
+        if self.operator_spectra is not None:
+            d["operator_spectra"] = self.operator_spectra
+        out: dict[str, Any] = jsonable(d)
         return out
 
     def plot(self, path: Any = None, *, color: Any = None, color_label: str = "") -> Any:
@@ -118,7 +139,19 @@ class Analysis:
         value per point to colour the bottleneck PCA (e.g. a latent or an invariant)."""
         from ._plots import plot_analysis
 
-        return plot_analysis(self, path, color=color, color_label=color_label)
+        return plot_analysis(self._plot_view(), path, color=color, color_label=color_label)
+
+    def _plot_view(self) -> Analysis:
+        """General models: the rank panel reads the representation table (``layer`` = its
+        index) and the bottleneck range as indices into it."""
+        if self.representations is None:
+            return self
+        reps = self.representations.rename(columns={"rep": "layer"})
+        names = list(reps["name"])
+        bl = self.summary["bottleneck_layers"]
+        summary = {**self.summary, "bottleneck_layers": None if bl is None else
+                   [names.index(bl[0]) + 1, names.index(bl[1]) + 1]}
+        return Analysis(reps, summary, self.weight_spectra, self.rep_spectra, self.pca)
 
 
 # --- what the column producers read ------------------------------------------------------
@@ -280,7 +313,10 @@ def _check_finite(ev: Evaluation) -> None:
 def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
             Y: torch.Tensor | None = None, lam: float | None = None, ntk: bool = True,
             hessian: bool = False, lr: float | None = None,
-            dtype: torch.dtype = torch.float64, implementation: str = "auto") -> Analysis:
+            dtype: torch.dtype = torch.float64, implementation: str = "auto",
+            output: int | str | Callable[[Any], torch.Tensor] | None = None,
+            layers: Sequence[str] | None = None, conv_operator: bool = False,
+            jacobian_points: int = 64) -> Analysis:
     r"""Analyze a network layer by layer on the points ``X`` (``[N, d_in]``).
 
     Args:
@@ -303,6 +339,24 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
         implementation: Jacobian/NTK path, ``"auto"`` | ``"structured"`` | ``"autodiff"``
             (:class:`~bnstruct.diagnostics.Evaluation`); the one used is
             ``summary["implementation"]``.
+        output: for a model returning a tuple/dict: the index/key (or a callable) of the
+            tensor to analyze.
+        layers: module names whose outputs are the representations (default: every
+            activation module and every block, then ``f(x)``; chains: their layers).
+        conv_operator: also the singular values of every stride-1 convolution as a circular
+            operator on its input grid (``Analysis.operator_spectra``).
+        jacobian_points: general models: points for the input-to-layer Jacobian ranks.
+
+    Any other model than a chain (or ``output``/``layers`` given) is analyzed through
+    ``torch.func`` with the model in eval mode (its flags restored): ``layers`` is then one
+    row per weight layer (Linear, Conv1d/2d; kernels as ``out x (in/groups * k)``) with the
+    theory columns (:data:`THEORY_COLUMNS`) null, ``representations`` one row per
+    representation point (:data:`REP_COLUMNS`: the flattened and the per-channel view of
+    feature maps, the input-to-layer Jacobian rank), ``summary["theory"]`` says why, the
+    bottleneck rank comes from the representations
+    (:func:`~bnstruct.diagnostics.estimate_rep_bottleneck_rank`, ``"rep-energy-min"``) and,
+    as ``bottleneck_rank_jacobian``, from the input-to-layer Jacobians
+    (``"jacobian-layer-min"``), and the bound's keys are ``None``.
 
     ``summary`` keys: ``depth``, ``n_points``, ``sizes``, ``implementation``,
     ``param_norm2``, ``param_norm2_per_depth``, ``bottleneck_rank``,
@@ -315,14 +369,20 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     ``ntk_max_eig_per_NL``, ``pca_layer``, and when asked ``fit``, ``objective``,
     ``hessian_max_eig``, ``two_over_lr``; ``thresholds``, ``conventions``.
     """
-    ev = Evaluation(model, X, dtype=dtype, implementation=implementation)
-    chain = ev.require_chain()
-    if k is not None:
-        ev.check_k(k)
     if hessian and (Y is None or lam is None):
         raise ConfigError("hessian=True needs the targets Y and the penalty lam")
     if lam is not None and not (isinstance(lam, int | float) and lam >= 0):
         raise ConfigError(f"lam must be a number >= 0, got {lam!r}")
+    if not isinstance(jacobian_points, int) or jacobian_points < 1:
+        raise ConfigError(f"jacobian_points must be an integer >= 1, got {jacobian_points!r}")
+    ev = Evaluation(model, X, dtype=dtype, implementation=implementation, output=output,
+                    layers=layers)
+    if not ev.is_chain:
+        return _analyze_general(ev, k, Y=Y, lam=lam, ntk=ntk, hessian=hessian, lr=lr,
+                                conv_operator=conv_operator, jacobian_points=jacobian_points)
+    chain = ev.require_chain()
+    if k is not None:
+        ev.check_k(k)
     _check_finite(ev)
     N, L = ev.n_points, chain.depth
 
@@ -375,4 +435,168 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
         "jacobian_rank": "numerical rank, s_i > s_1 * max(d_out, d_in) * eps(compute dtype)",
         "objective": "(1/N) sum ||f(x_i) - y_i||^2 + lam ||theta||^2 (biases included)",
     }
-    return Analysis(layers, summary, w, c.r, pca)
+    ops = _operator_spectra(ev) if conv_operator else None
+    return Analysis(layers, summary, w, c.r, pca, None, ops)
+
+
+def _operator_spectra(ev: Evaluation) -> list[np.ndarray | str]:
+    if ev.is_chain:
+        return ["not a convolution"] * len(ev.weights)
+    return [o if isinstance(o, str) else o.cpu().numpy() for o in ev.conv_operator_spectra()]
+
+
+def _rep_rows(ev: Evaluation, jacobian_points: int) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """One row per representation point (:data:`REP_COLUMNS`) and the flat spectra."""
+    eps_model = torch.finfo(ev.model_dtype).eps
+    N = ev.n_points
+    jr = ev.layer_jacobian_ranks(jacobian_points)
+    rows, spectra = [], []
+    for i, (name, A) in enumerate(zip(ev.rep_names, ev.representations(), strict=True)):
+        flat = A.reshape(N, -1)
+        s = ev.rep_spectra[i].cpu().numpy()
+        spectra.append(s)
+        row: dict[str, Any] = {"rep": i + 1, "name": name, "shape": list(A.shape[1:]),
+                               "rep_width": flat.shape[1]}
+        for m in _ERANKS:
+            row[f"rep_erank_{m}"] = effective_rank(s, m)
+        row["rep_rank_numerical"] = numerical_rank(s, tuple(flat.shape), eps_model)
+        row["rep_energy_rank"] = energy_rank(s)
+        if A.dim() > 2:
+            C = A.shape[1]
+            ch = A.reshape(N, C, -1).transpose(1, 2).reshape(-1, C)  # [N * spatial, C]
+            sc = svdvals(center(ch)).cpu().numpy()
+            row.update(chan_width=C, chan_erank_participation=effective_rank(sc, "participation"),
+                       chan_rank_numerical=numerical_rank(sc, tuple(ch.shape), eps_model),
+                       chan_energy_rank=energy_rank(sc))
+        else:
+            row.update(chan_width=math.nan, chan_erank_participation=math.nan,
+                       chan_rank_numerical=math.nan, chan_energy_rank=math.nan)
+        row["jac_rank"] = int(jr[i])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[c for c in REP_COLUMNS if c != "in_bottleneck"]), spectra
+
+
+def _analyze_general(ev: Evaluation, k: int | None, *, Y: torch.Tensor | None,
+                     lam: float | None, ntk: bool, hessian: bool, lr: float | None,
+                     conv_operator: bool, jacobian_points: int) -> Analysis:
+    """:func:`analyze` of a model that is not a chain (the ``torch.func`` path)."""
+    N = ev.n_points
+    reason = ("theory columns (near_one, s_k1, clear_gap_at_k, in_bottleneck, balance) and the "
+              "bottleneck inequality need a positively homogeneous chain of Linear layers; "
+              f"this model is not one ({ev.chain_reason})")
+    J = ev.jacobian
+    kmax = min(J.shape[1], J.shape[2])
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= kmax):
+        raise ConfigError(f"k must be an integer with 0 <= k <= min(d_out, d_in) = {kmax}, "
+                          f"got {k!r}")
+    bad = [n for n, W in zip(ev.weight_names, ev.weights, strict=True)
+           if not bool(torch.isfinite(W).all())]
+    if bad:
+        raise DataError(f"the model has non-finite parameters in {', '.join(bad)} (a diverged "
+                        "run?): there is nothing to analyze")
+    reps, r_spec = _rep_rows(ev, jacobian_points)
+    k_rep, method, run = estimate_rep_bottleneck_rank(r_spec)
+    hidden_j = reps["jac_rank"].to_numpy()[:-1] if len(reps) > 1 else reps["jac_rank"].to_numpy()
+    k_jac = int(hidden_j.min())
+    k_used = min(k_rep, kmax) if k is None else k
+    dims = reps["rep_energy_rank"].to_numpy()
+    nh = max(len(reps) - 1, 1)
+    reps["in_bottleneck"] = [bool(run is not None and run[0] <= i + 1 <= run[1] and i < nh)
+                             for i in range(len(reps))]
+    # weight layers: descriptive spectral columns; theory columns null
+    w = [s.cpu().numpy() for s in ev.weight_spectra]
+    skipped = [skip_reason(s) for s in w]
+    rows = []
+    L = len(w)
+    mids = set(middle_layers(L)) if L else set()
+    mods = dict(ev.model.named_modules())
+    for l, (name, W, s, sk) in enumerate(zip(ev.weight_names, ev.weights, w, skipped,
+                                             strict=True), start=1):
+        b = getattr(mods[name], "bias", None)
+        row: dict[str, Any] = {"layer": l, "name": name, "n_out": W.shape[0], "n_in": W.shape[1],
+                               "skipped": sk, "frob2": float(W.pow(2).sum()),
+                               "bias2": float(b.detach().double().pow(2).sum())
+                               if b is not None else 0.0}
+        for i in range(_TOP):
+            row[f"s{i + 1}"] = float(s[i]) if i < len(s) else math.nan
+        g, ratio = gap_rank(s) if not sk else (math.nan, math.nan)
+        row.update(gap_rank=float(g), gap_ratio=float(ratio),
+                   stable_rank=float((s ** 2).sum() / s[0] ** 2) if not sk else math.nan)
+        for m in _ERANKS:
+            row[f"w_erank_{m}"] = effective_rank(s, m) if not sk else math.nan
+        for c in ("rep_width", "rep_erank_entropy", "rep_erank_participation",
+                  "rep_erank_threshold", "rep_rank_numerical"):
+            row[c] = math.nan  # representations: see Analysis.representations
+        row.update({c: None for c in THEORY_COLUMNS})
+        row["middle"] = l in mids
+        rows.append(row)
+    layers = pd.DataFrame(rows, columns=LAYER_COLUMNS)
+    sJ = ev.jacobian_svals
+    jranks = ev.jacobian_ranks
+    lp2 = (2 * ev.log_pdet(k_used)).cpu().numpy()
+    n_params = sum(p.numel() for p in ev.model.parameters())
+    norm2 = float(sum(float(p.detach().double().pow(2).sum()) for p in ev.model.parameters()))
+    nm = list(reps["name"])
+    summary: dict[str, Any] = {
+        "model": type(ev.model).__name__, "depth": L, "n_points": N,
+        "n_representations": len(reps), "n_params": n_params,
+        "implementation": ev.implementation, "theory": reason,
+        "param_norm2": norm2, "param_norm2_per_depth": norm2 / L if L else math.nan,
+        "bottleneck_rank": k_rep, "bottleneck_rank_method": method,
+        "bottleneck_rank_jacobian": k_jac,
+        "bottleneck_rank_jacobian_method": (
+            "jacobian-layer-min: smallest over hidden representations of the max over the "
+            f"first {min(jacobian_points, N)} points of the numerical rank of d h_l / d x"),
+        "k": k_used, "k_source": "estimated" if k is None else "given",
+        "bottleneck_layers": None if run is None else [nm[run[0] - 1], nm[run[1] - 1]],
+        "bottleneck_length": 0 if run is None else run[1] - run[0] + 1,
+        "jacobian_rank": int(jranks.max()), "jacobian_rank_min": int(jranks.min()),
+        **{f"log_pdet2_{key}": v for key, v in _stats(lp2).items()},
+        "bound_c1": None, "bound_lhs": None, "bound_slack_min": None,
+        "bound_slack_median": None, "balancedness_max": None,
+    }
+    del sJ, dims
+    if ntk:
+        lmax = ev.ntk_max_eig()
+        summary.update(ntk_trace_per_NL=float(ev.ntk("trace").sum()) / (N * max(L, 1)),
+                       ntk_trace_method=ev.functional.trace_method,
+                       ntk_max_eig=lmax, ntk_max_eig_per_NL=lmax / (N * max(L, 1)),
+                       ntk_max_eig_method="Lanczos on NTK-vector products J (J^T v) "
+                                          "(vjp then jvp), never the Jacobian")
+    if Y is not None:
+        fit = ev.fit(Y)
+        summary["fit"] = fit
+        if lam is not None:
+            summary.update(lam=float(lam), objective=fit + float(lam) * norm2)
+    if hessian:
+        assert Y is not None and lam is not None
+        summary["hessian_max_eig"] = ev.hessian_max_eig(Y, lam)
+    if lr is not None:
+        summary["two_over_lr"] = 2.0 / lr
+    # PCA of the bottleneck representation (the middle of the run, else the narrowest)
+    if run is not None:
+        pi = (run[0] + run[1]) // 2
+    else:
+        pi = int(np.argmin(reps["rep_erank_entropy"].to_numpy()[:nh])) + 1
+    C = center(ev.representations()[pi - 1].reshape(N, -1))
+    _, _, Vh = torch.linalg.svd(C, full_matrices=False)
+    pca = (C @ Vh[:2].T).cpu().numpy()
+    if pca.shape[1] < 2:
+        pca = np.concatenate([pca, np.zeros((N, 2 - pca.shape[1]))], axis=1)
+    summary["pca_layer"] = nm[pi - 1]
+    summary["thresholds"] = {**THRESHOLDS, "energy_tol": conventions.ENERGY_TOL}
+    summary["conventions"] = {
+        **conventions.summary(),
+        "compute_dtype": str(ev.dtype).replace("torch.", ""),
+        "mode": "model.eval() during the measurements; the user's train/eval flags restored",
+        "representations": "outputs of every activation module and every block (or the "
+                           "given layers), then f(x); rep_* on the flattened [N, prod(shape)]"
+                           " view, chan_* on the per-channel [N * spatial, C] view",
+        "weights": "Linear [out, in]; Conv kernels [out, in/groups, *k] as out x (in/groups*k)",
+        "rep_rank_numerical": "numerical rank, s_i > s_1 * max(shape) * eps(model dtype "
+                              f"{str(ev.model_dtype).replace('torch.', '')})",
+        "jacobian_rank": "numerical rank of Jf(x) (input dims flattened), eps(compute dtype)",
+        "objective": "(1/N) sum ||f(x_i) - y_i||^2 + lam ||theta||^2 (all parameters)",
+    }
+    ops = _operator_spectra(ev) if conv_operator else None
+    return Analysis(layers, summary, w, r_spec, pca, reps, ops)

@@ -82,6 +82,8 @@ class Functional:
                             else v.detach()) for k, v in model.named_buffers()}
         self.select = select
         self.n_params = sum(p.numel() for p in self.params.values())
+        #: how the last NTK trace was computed (set by :meth:`ntk`)
+        self.trace_method = ""
 
     def __call__(self, params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
         """``f(X)`` flattened to ``[N, d_out]``."""
@@ -114,11 +116,79 @@ class Functional:
         for i in range(0, X.shape[0], c):
             yield self._param_jacobian(X[i:i + c])
 
+    def ghost_trace(self, X: torch.Tensor, d_out: int) -> torch.Tensor | None:
+        r"""Exact :math:`\mathrm{tr}\,\Theta(x_i, x_i) = \sum_a \|\nabla_\theta f_a(x_i)\|^2`
+        from one backward pass over the batch per output, when every parameter belongs to an
+        ``nn.Linear`` (2-d input) or a zero-padded ``nn.Conv1d``/``nn.Conv2d`` (groups 1) run
+        once: per point, a Linear's gradient norm is :math:`\|\delta_i\|^2 (\|a_i\|^2 + 1)`
+        and a convolution's is that of :math:`\Delta_i U_i^T` (``U_i``: the unfolded input
+        patches), plus its bias's :math:`\|\sum_p \delta_{i,p}\|^2`. Points are processed
+        independently (eval mode), so the batch gradient holds every point's own. ``None``
+        when the model does not qualify (then :meth:`ntk` chunks per-point Jacobians)."""
+        import torch.nn.functional as F
+
+        mods = {n: m for n, m in self.model.named_modules()
+                if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)}
+        owners = {n.rsplit(".", 1)[0] if "." in n else "" for n in self.params}
+        if not owners <= set(mods) or any(
+                isinstance(m, nn.Conv1d | nn.Conv2d) and (m.groups != 1 or m.padding_mode !=
+                                                          "zeros" or isinstance(m.padding, str))
+                for m in mods.values()):
+            return None
+        saved: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in mods}
+        handles = [m.register_forward_hook(
+            lambda _m, a, o, n=n: saved[n].append((a[0], o))) for n, m in mods.items()]
+        params = {k: v.detach().requires_grad_(True) for k, v in self.params.items()}
+        try:
+            with torch.enable_grad():
+                out = self(params, X)
+        finally:
+            for h in handles:
+                h.remove()
+        if any(len(v) != 1 for v in saved.values()) or any(
+                isinstance(mods[n], nn.Linear) and v[0][0].dim() != 2 for n, v in saved.items()):
+            return None
+        names = list(saved)
+        outs = [saved[n][0][1] for n in names]
+        tr = torch.zeros(X.shape[0], dtype=out.dtype, device=out.device)
+        for a in range(d_out):
+            with torch.enable_grad():
+                deltas = torch.autograd.grad(out[:, a].sum(), outs, allow_unused=True,
+                                             retain_graph=a < d_out - 1)
+            for n, d in zip(names, deltas, strict=True):
+                if d is None:  # a layer the selected output does not depend on
+                    continue
+                m, A = mods[n], saved[n][0][0].detach()
+                N = A.shape[0]
+                if isinstance(m, nn.Linear):
+                    q = A.pow(2).sum(1) + (1.0 if m.bias is not None else 0.0)
+                    tr += d.pow(2).sum(1) * q
+                    continue
+                pad = [int(p) for p in m.padding]  # str padding was refused above
+                k, st, pd, dl = (list(m.kernel_size), list(m.stride), pad, list(m.dilation))
+                if isinstance(m, nn.Conv1d):  # as a Conv2d on a 1 x L grid
+                    A, d = A[:, :, None, :], d[:, :, None, :]
+                    k, st, pd, dl = [1, *k], [1, *st], [0, *pd], [1, *dl]
+                U = F.unfold(A, tuple(k), dilation=tuple(dl), padding=tuple(pd),
+                             stride=tuple(st))  # [N, C_in k, P]
+                D = d.reshape(N, d.shape[1], -1)  # [N, C_out, P]
+                tr += (D @ U.transpose(1, 2)).pow(2).sum((1, 2))
+                if m.bias is not None:
+                    tr += D.sum(2).pow(2).sum(1)
+        return tr.detach()
+
     def ntk(self, X: torch.Tensor, X2: torch.Tensor | None, mode: str, d_out: int
             ) -> torch.Tensor:
         r"""Empirical NTK :math:`J_\theta f(x) J_\theta f(x')^T`: ``full``
-        ``[N, N2, d_out, d_out]``, ``trace`` ``[N]``, ``diag`` ``[N, d_out, d_out]``."""
+        ``[N, N2, d_out, d_out]``, ``trace`` ``[N]`` (:meth:`ghost_trace` when the model
+        qualifies), ``diag`` ``[N, d_out, d_out]``."""
         if mode == "trace":
+            fast = self.ghost_trace(X, d_out)
+            self.trace_method = ("ghost-norm: one backward pass per output, per-point "
+                                 "gradient norms of Linear/Conv layers" if fast is not None
+                                 else "per-point parameter Jacobians in chunks of points")
+            if fast is not None:
+                return fast
             return torch.cat([j.pow(2).sum((1, 2)) for j in self._chunks(X, d_out)])
         if mode == "diag":
             return torch.cat([j @ j.transpose(1, 2) for j in self._chunks(X, d_out)])

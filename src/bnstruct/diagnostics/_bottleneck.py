@@ -31,9 +31,11 @@ import numpy as np
 from ..conventions import GAP_MIN, as_spectrum, gap_rank, interior_layers
 from ..errors import ConfigError, DataError
 
-__all__ = ["estimate_bottleneck_rank", "skip_reason", "BOTTLENECK_RANK_METHODS"]
+__all__ = ["estimate_bottleneck_rank", "estimate_rep_bottleneck_rank", "skip_reason",
+           "BOTTLENECK_RANK_METHODS"]
 
-BOTTLENECK_RANK_METHODS = ("weight-gap-min", "weight-gap-mode", "jacobian-rank")
+BOTTLENECK_RANK_METHODS = ("weight-gap-min", "weight-gap-mode", "jacobian-rank", "rep-energy-min",
+                           "jacobian-layer-min")
 
 
 def skip_reason(s: np.ndarray) -> str:
@@ -86,3 +88,44 @@ def estimate_bottleneck_rank(weight_spectra: Sequence[Any], *,
                         "largest numerical rank of Jf(x) over the points) to fall back on it")
     return int(jacobian_rank), ("jacobian-rank: no layer has a clear singular-value gap; "
                                 "largest numerical rank of Jf(x) over the points")
+
+
+def estimate_rep_bottleneck_rank(rep_spectra: Sequence[Any], *, tol: float | None = None
+                                 ) -> tuple[int, str, tuple[int, int] | None]:
+    """``Rank_BN`` of any model from its representations (the last one is the output).
+
+    Each hidden representation is approximately ``d_l``-dimensional with ``d_l`` its
+    :func:`~bnstruct.conventions.energy_rank` (all but ``tol``, default
+    :data:`~bnstruct.conventions.ENERGY_TOL`, of its centered energy in ``d_l`` principal
+    directions). The estimate is the smallest ``k`` such that a contiguous run of at least two
+    hidden representations is approximately ``k``-dimensional (``max(d_l, d_{l+1}) = k``): the
+    narrowest consistent point, as for the weights. With a single hidden representation, its
+    ``d_l``; with none, the output's. Returns ``(k, method, run)``: ``run`` is the longest run
+    (1-based ``(first, last)``) of representations with ``d_l <= k``, ``None`` if none.
+    """
+    from ..conventions import ENERGY_TOL, energy_rank
+
+    t = ENERGY_TOL if tol is None else tol
+    dims = [energy_rank(s, t) for s in rep_spectra]
+    if not dims:
+        raise ConfigError("estimate_rep_bottleneck_rank needs at least one representation")
+    hidden = dims[:-1]
+    if len(hidden) >= 2:
+        k = min(max(a, b) for a, b in zip(hidden[:-1], hidden[1:], strict=True))
+        how = "smallest max(d_l, d_(l+1)) over consecutive hidden representations"
+    elif hidden:
+        k, how = hidden[0], "the only hidden representation"
+    else:
+        k, how = dims[-1], "no hidden representation: the output"
+    flags = [d <= k for d in hidden] if hidden else [True]
+    best: tuple[int, int] | None = None
+    start = None
+    for i, f in enumerate([*flags, False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            if best is None or i - start > best[1] - best[0] + 1:
+                best = (start + 1, i)
+            start = None
+    return k, (f"rep-energy-min: {how}, d_l = smallest number of principal directions "
+               f"holding all but {t:g} of the centered energy"), best

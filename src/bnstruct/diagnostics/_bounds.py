@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..models._algebra import linear_chain
 from ._evaluation import BOUND_COLUMNS, Evaluation
 
 __all__ = ["bottleneck_bound", "BOUND_COLUMNS"]
@@ -31,6 +32,5 @@ def bottleneck_bound(model: nn.Module, X: torch.Tensor, k: int, *,
     activations with ``|sigma'| <= 1`` (ReLU, LeakyReLU with ``|slope| <= 1``, linear).
     Computed in ``dtype`` (float64 default).
     """
-    ev = Evaluation(model, X, dtype=dtype)
-    ev.require_chain()
-    return ev.bound(k)
+    linear_chain(model)  # a chain, or the error naming what breaks it
+    return Evaluation(model, X, dtype=dtype).bound(k)

@@ -25,8 +25,8 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,10 +38,21 @@ from ..errors import ConfigError, DataError
 from ..models._algebra import balance_residuals
 from ._autodiff import Functional, quiet_jvp_import
 from ._chain import Chain, Forward, backward_factors, check_X, forward, parse_chain
+from ._general import (
+    check_batch,
+    conv_operator_svals,
+    hook_points,
+    output_selector,
+    probe,
+    record,
+    unwrap,
+    weight_layers,
+    weight_matrix,
+)
 from ._lanczos import DENSE_MAX, dense_top_eig, top_eig
 
 __all__ = ["Evaluation", "IMPLEMENTATIONS", "Implementation", "NTK_MODES", "NTK_DENSE_MAX",
-           "BOUND_COLUMNS", "log_pdet_from_svals"]
+           "BOUND_COLUMNS", "log_pdet_from_svals", "svdvals"]
 
 Implementation = Literal["structured", "autodiff", "auto"]
 IMPLEMENTATIONS: tuple[str, ...] = ("structured", "autodiff", "auto")
@@ -52,6 +63,20 @@ BOUND_COLUMNS = ["point", "k", "lhs", "rhs", "slack", "tail", "head", "c1", "log
                  "param_norm2"]
 #: row-block size (points) of the symmetric full kernel
 _SYM_BLOCK = 32
+
+
+def svdvals(A: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``A`` (``[..., m, n]``), descending, computed on the tall side
+    (``A^T`` when ``m < n``: LAPACK is ten times slower on wide matrices, e.g. a
+    ``[512, 2048]`` representation), and on the CPU through NumPy's LAPACK: torch's batched
+    CPU SVD can slow down a hundredfold on Jacobians full of exact zeros (ReLU, max-pooling),
+    whose iterations run into subnormal numbers."""
+    if A.shape[-2] < A.shape[-1]:
+        A = A.transpose(-1, -2)
+    if A.device.type != "cpu" or A.numel() == 0:
+        return torch.linalg.svdvals(A)
+    return torch.from_numpy(np.linalg.svd(A.detach().contiguous().numpy(),
+                                          compute_uv=False)).to(A.dtype)
 
 
 def log_pdet_from_svals(s: torch.Tensor, k: int, shape: tuple[int, int],
@@ -66,13 +91,6 @@ def log_pdet_from_svals(s: torch.Tensor, k: int, shape: tuple[int, int],
     out = top.clamp_min(torch.finfo(s.dtype).tiny).log().sum(-1)
     deficient = top[..., -1] <= tol * s[..., 0]
     return torch.where(deficient, torch.full_like(out, -float("inf")), out)
-
-
-def _generic_d_in(model: nn.Module) -> int | None:
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            return m.in_features
-    return None
 
 
 class Evaluation:
@@ -90,23 +108,32 @@ class Evaluation:
 
     def __init__(self, model: nn.Module, X: torch.Tensor, *,
                  dtype: torch.dtype | None = torch.float64,
-                 implementation: str = "auto"):
+                 implementation: str = "auto",
+                 output: int | str | Callable[[Any], torch.Tensor] | None = None,
+                 layers: Sequence[str] | None = None):
         if implementation not in IMPLEMENTATIONS:
             raise ConfigError(f"unknown implementation {implementation!r}: choose one of "
                               f"{', '.join(IMPLEMENTATIONS)}")
-        if not isinstance(model, nn.Module):
-            raise ConfigError(f"expected a torch nn.Module, got {type(model).__name__}")
+        model = unwrap(model)
         self.model = model
-        self.chain: Chain | None
-        try:
-            self.chain = parse_chain(model, dtype)
-            self._chain_error: ConfigError | None = None
-        except ConfigError as e:
-            self.chain, self._chain_error = None, e
+        self.layers_asked = None if layers is None else list(
+            [layers] if isinstance(layers, str) else layers)
+        self.select = output_selector(output)
+        self.chain: Chain | None = None
+        self._chain_error: ConfigError | None = None
+        if output is not None or layers is not None:
+            self._chain_error = ConfigError(
+                "the chain view is not used when output= or layers= is given")
+        else:
+            try:
+                self.chain = parse_chain(model, dtype)
+            except ConfigError as e:
+                self._chain_error = e
         if self.chain is None and implementation == "structured":
             raise ConfigError(f"implementation='structured' needs a chain: {self._chain_error}")
         self.implementation: str = ("structured" if self.chain is not None
                                     and implementation != "autodiff" else "autodiff")
+        self._cache: dict[object, object] = {}
         if self.chain is not None:
             self.dtype = self.chain.dtype
             self.model_dtype = self.chain.model_dtype
@@ -119,8 +146,12 @@ class Evaluation:
             self.model_dtype = p.dtype
             self.dtype = dtype or p.dtype
             self.device = p.device
-            self.X = check_X(X, _generic_d_in(model), self.dtype, self.device)
-        self._cache: dict[object, object] = {}
+            self.X = check_batch(X, self.dtype, self.device)
+            f = self.functional
+            out = probe(lambda x: f(f.params, x), self.X)
+            self._cache["d_out"] = int(out.shape[1])
+            if self.layers_asked is not None:  # names exist and run: checked up front
+                self.rep_names  # noqa: B018
 
     # -- plumbing ------------------------------------------------------------------------
     def _cached(self, key: object, compute: Callable[[], object]) -> object:
@@ -142,7 +173,8 @@ class Evaluation:
     @property
     def functional(self) -> Functional:
         """The model as a pure function of cast parameters (``torch.func`` paths)."""
-        f = self._cached("functional", lambda: Functional(self.model, self.dtype))
+        f = self._cached("functional",
+                         lambda: Functional(self.model, self.dtype, self.select))
         assert isinstance(f, Functional)
         return f
 
@@ -150,7 +182,19 @@ class Evaluation:
     def d_out(self) -> int:
         if self.chain is not None:
             return self.chain.d_out
-        return int(self.output.shape[1])
+        d = self._cache["d_out"]
+        assert isinstance(d, int)
+        return d
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether the structured chain view applies (else: the general-model path)."""
+        return self.chain is not None
+
+    @property
+    def chain_reason(self) -> str:
+        """Why there is no chain view (``""`` for chains)."""
+        return "" if self._chain_error is None else str(self._chain_error)
 
     @property
     def output(self) -> torch.Tensor:
@@ -180,26 +224,141 @@ class Evaluation:
         return fw
 
     def representations(self, pre: bool = False) -> list[torch.Tensor]:
-        """``a_l`` (``l < L``) and ``f(X)`` (``l = L``), or the pre-activations ``z_l``."""
+        """Chains: ``a_l`` (``l < L``) and ``f(X)`` (``l = L``), or the pre-activations
+        ``z_l``. Other models: the outputs at :attr:`rep_names` (:mod:`._general`), in the
+        compute dtype, the model in eval mode."""
+        if self.chain is None:
+            if pre:
+                raise ConfigError("pre=True needs a chain (pre-activations of its Linear "
+                                  "layers); pass layers=[...] to read other modules")
+            return self._general_reps()[1]
         fw = self.forward
         return list(fw.z) if pre else [*fw.a[1:], fw.out]
+
+    @property
+    def rep_names(self) -> list[str]:
+        """Names of the representations (chains: the layer names)."""
+        if self.chain is not None:
+            return list(self.chain.names)
+        return self._general_reps()[0]
+
+    def _general_reps(self) -> tuple[list[str], list[torch.Tensor]]:
+        def run() -> tuple[list[str], list[torch.Tensor]]:
+            f = self.functional
+            points = hook_points(self.model, self.layers_asked)
+            with torch.no_grad():
+                names, outs, y = record(points, lambda: f(f.params, self.X),
+                                        strict=self.layers_asked is not None)
+            outs = [o.detach().reshape(o.shape[0], *o.shape[1:]) for o in outs]
+            if self.layers_asked is None:
+                names, outs = [*names, "output"], [*outs, y.detach()]
+            return names, outs
+        out = self._cached("general_reps", run)
+        assert isinstance(out, tuple)
+        return out
 
     @property
     def rep_spectra(self) -> list[torch.Tensor]:
         """Singular values of each centered representation (``[N, n_l]``)."""
         def run() -> list[torch.Tensor]:
-            return [torch.linalg.svdvals(center(A)) for A in self.representations()]
+            return [svdvals(center(A.reshape(A.shape[0], -1))) for A in self.representations()]
         out = self._cached("rep_spectra", run)
         assert isinstance(out, list)
         return out
 
     @property
-    def weight_spectra(self) -> list[torch.Tensor]:
-        """Singular values of every ``W_l`` (compute dtype), in layer order."""
-        chain = self.require_chain()
-        out = self._cached("weight_spectra",
-                           lambda: [torch.linalg.svdvals(W) for W in chain.weights])
+    def weight_names(self) -> list[str]:
+        """Qualified names of the weight layers (chains: Linear; else Linear/Conv1d/Conv2d)."""
+        if self.chain is not None:
+            return list(self.chain.names)
+        return [n for n, _ in weight_layers(self.model)]
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """Weight matrices in the compute dtype (conv kernels as ``out x (in/groups * k)``)."""
+        if self.chain is not None:
+            return list(self.chain.weights)
+        out = self._cached("weights", lambda: [weight_matrix(m, self.dtype)
+                                               for _, m in weight_layers(self.model)])
         assert isinstance(out, list)
+        return out
+
+    @property
+    def weight_spectra(self) -> list[torch.Tensor]:
+        """Singular values of every weight matrix (compute dtype), in layer order."""
+        out = self._cached("weight_spectra",
+                           lambda: [torch.linalg.svdvals(W) for W in self.weights])
+        assert isinstance(out, list)
+        return out
+
+    def conv_operator_spectra(self) -> list[torch.Tensor | str]:
+        """Per weight layer: singular values of a convolution as an operator on its input
+        grid with circular padding (:func:`._general.conv_operator_svals`), or why none."""
+        def run() -> list[torch.Tensor | str]:
+            grids: dict[str, list[int]] = {}
+            mods = weight_layers(self.model)
+
+            def grab(name: str) -> Callable[..., None]:
+                def h(_m: nn.Module, args: Any, _out: Any) -> None:
+                    grids.setdefault(name, list(args[0].shape[2:]))
+                return h
+            handles = [m.register_forward_hook(grab(n)) for n, m in mods
+                       if isinstance(m, nn.Conv1d | nn.Conv2d)]
+            try:
+                f = self.functional
+                with torch.no_grad():
+                    f(f.params, self.X[:1])
+            finally:
+                for hd in handles:
+                    hd.remove()
+            return [conv_operator_svals(m, grids[n], self.dtype) if n in grids
+                    else "not a convolution" if not isinstance(m, nn.Conv1d | nn.Conv2d)
+                    else "not run on X" for n, m in mods]
+        out = self._cached("conv_operator", run)
+        assert isinstance(out, list)
+        return out
+
+    def layer_jacobian_ranks(self, points: int = 64) -> np.ndarray:
+        """Max over the first ``points`` points of the numerical rank of the Jacobian of the
+        input-to-representation map ``x -> h_l(x)`` (``[dim_l, d_in]``, ``eps`` of the
+        compute dtype, numpy's rule), one per representation."""
+        def run() -> np.ndarray:
+            f = self.functional
+            Xp = self.X[:points]
+            if self.chain is not None:
+                pts = None
+            else:
+                pts = hook_points(self.model, self.layers_asked)
+            names = self.rep_names
+
+            def reps_of(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                if pts is None:  # a chain: its representations from the cast chain
+                    chain = self.require_chain()
+                    fwp = forward(chain, x[None])
+                    return tuple(a[0] for a in [*fwp.a[1:], fwp.out])
+                _, outs, y = record(pts, lambda: f(f.params, x[None]), strict=False)
+                got = [o[0].reshape(-1) for o in outs]
+                if self.layers_asked is None:
+                    got.append(y[0])
+                return tuple(got)
+
+            from torch.func import jacfwd, vmap
+
+            quiet_jvp_import()
+            ranks = np.zeros(len(names), dtype=np.int64)
+            chunk = max(1, 2**27 // max(1, sum(int(np.prod(r.shape[1:])) for r in
+                                               self.representations()) * Xp[0].numel() * 8))
+            for i in range(0, Xp.shape[0], chunk):
+                Js = vmap(jacfwd(reps_of))(Xp[i:i + chunk])
+                for l, J in enumerate(Js):
+                    J = J.reshape(J.shape[0], J.shape[1], -1)  # [points, dim_l, d_in]
+                    s = svdvals(J)
+                    tol = max(J.shape[1:]) * torch.finfo(s.dtype).eps
+                    r = (s > s[:, :1] * tol).sum(1) if s.shape[1] else torch.zeros(1)
+                    ranks[l] = max(ranks[l], int(r.max()))
+            return ranks
+        out = self._cached(("layer_jacobian_ranks", points), run)
+        assert isinstance(out, np.ndarray)
         return out
 
     @property
@@ -256,7 +415,7 @@ class Evaluation:
     @property
     def jacobian_svals(self) -> torch.Tensor:
         """Singular values of every ``Jf(x_i)``, ``[N, min(d_out, d_in)]``."""
-        s = self._cached("jacobian_svals", lambda: torch.linalg.svdvals(self.jacobian))
+        s = self._cached("jacobian_svals", lambda: svdvals(self.jacobian))
         assert isinstance(s, torch.Tensor)
         return s
 
@@ -280,7 +439,13 @@ class Evaluation:
         if X2 is not None and mode != "full":
             raise ConfigError(f"mode={mode!r} is the kernel at (x_i, x_i): X2 must be None")
         if X2 is not None:
-            X2 = check_X(X2, self.X.shape[1], self.dtype, self.device, name="X2")
+            if self.chain is not None:
+                X2 = check_X(X2, self.X.shape[1], self.dtype, self.device, name="X2")
+            else:
+                X2 = check_batch(X2, self.dtype, self.device)
+                if X2.shape[1:] != self.X.shape[1:]:
+                    raise DataError(f"X2 has point shape {list(X2.shape[1:])} but X has "
+                                    f"{list(self.X.shape[1:])}")
             return self._ntk_cross(X2)
         if mode == "trace" and self.implementation == "structured":
             return self._sweep()[1]

@@ -2,6 +2,9 @@ r"""Sharpness: the top Hessian eigenvalue of the regularized objective."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -13,7 +16,8 @@ __all__ = ["hessian_max_eig"]
 
 def hessian_max_eig(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, lam: float, *,
                     method: str = "auto", tol: float = 1e-10, seed: int = 0,
-                    dtype: torch.dtype | None = torch.float64) -> float:
+                    dtype: torch.dtype | None = torch.float64,
+                    output: int | str | Callable[[Any], torch.Tensor] | None = None) -> float:
     r"""Largest algebraic eigenvalue of the Hessian (in all parameters, biases included) of
 
     .. math::
@@ -32,4 +36,5 @@ def hessian_max_eig(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, lam: flo
         raise ConfigError(f"unknown method {method!r}: choose auto, lanczos or dense")
     if not isinstance(lam, int | float) or isinstance(lam, bool) or not lam >= 0:
         raise ConfigError(f"lam must be a number >= 0, got {lam!r}")
-    return Evaluation(model, X, dtype=dtype).hessian_max_eig(Y, lam, method, tol, seed)
+    return Evaluation(model, X, dtype=dtype, output=output).hessian_max_eig(Y, lam, method,
+                                                                             tol, seed)

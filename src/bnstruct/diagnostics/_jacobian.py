@@ -2,17 +2,21 @@ r"""Input Jacobians and their top-k pseudo-determinants."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ._evaluation import Evaluation, log_pdet_from_svals
+from ._evaluation import Evaluation, log_pdet_from_svals, svdvals
 
 __all__ = ["jacobian", "log_pdet"]
 
 
 def jacobian(model: nn.Module, X: torch.Tensor, *, dtype: torch.dtype | None = torch.float64,
-             implementation: str = "auto") -> torch.Tensor:
+             implementation: str = "auto",
+             output: int | str | Callable[[Any], torch.Tensor] | None = None) -> torch.Tensor:
     r"""Input Jacobian :math:`Jf(x_i) = \partial f(x_i) / \partial x`, shape ``[N, d_out, d_in]``.
 
     ``implementation="structured"`` (chains: :class:`bnstruct.MLP`, :class:`bnstruct.DeepLinear`,
@@ -21,9 +25,11 @@ def jacobian(model: nn.Module, X: torch.Tensor, *, dtype: torch.dtype | None = t
     O(N d_out sum n_l n_{l-1})); ``"autodiff"``: ``torch.func.vmap(jacrev)`` on the model in
     eval mode; ``"auto"`` (default): structured for chains, autodiff otherwise. Computed in
     ``dtype`` (float64 default; ``None`` keeps the model's dtype). At ReLU kinks the
-    derivative is autograd's (0).
+    derivative is autograd's (0). For inputs ``[N, *shape]`` the input dimensions are flattened
+    (``d_in = prod(shape)``); ``output`` selects the tensor of a tuple/dict output.
     """
-    return Evaluation(model, X, dtype=dtype, implementation=implementation).jacobian
+    return Evaluation(model, X, dtype=dtype, implementation=implementation,
+                      output=output).jacobian
 
 
 def log_pdet(J: torch.Tensor, k: int, *, rtol: float | None = None) -> torch.Tensor:
@@ -44,4 +50,4 @@ def log_pdet(J: torch.Tensor, k: int, *, rtol: float | None = None) -> torch.Ten
         raise DataError("J has non-finite values (NaN/inf)")
     if k == 0:
         return torch.zeros(J.shape[:-2], dtype=J.dtype, device=J.device)
-    return log_pdet_from_svals(torch.linalg.svdvals(J), k, (m, n), rtol)
+    return log_pdet_from_svals(svdvals(J), k, (m, n), rtol)

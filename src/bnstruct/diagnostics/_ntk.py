@@ -19,6 +19,9 @@ by ``vjp`` then ``jvp``; ``"auto"`` picks structured for chains, autodiff otherw
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -31,7 +34,8 @@ __all__ = ["ntk", "ntk_max_eig", "NTK_MODES", "NTK_DENSE_MAX", "chain_ntk_matvec
 
 def ntk(model: nn.Module, X: torch.Tensor, X2: torch.Tensor | None = None,
         mode: str = "full", *, dtype: torch.dtype | None = torch.float64,
-        implementation: str = "auto") -> torch.Tensor:
+        implementation: str = "auto",
+        output: int | str | Callable[[Any], torch.Tensor] | None = None) -> torch.Tensor:
     r"""Empirical NTK :math:`\Theta(x, x') = J_\theta f(x) J_\theta f(x')^T` (all parameters,
     biases included, no normalization).
 
@@ -44,18 +48,23 @@ def ntk(model: nn.Module, X: torch.Tensor, X2: torch.Tensor | None = None,
     ``implementation``: ``"structured"`` (chains; per-layer formula of the module docstring,
     memory O(N d_out max n_l) for trace/diag plus the output for full), ``"autodiff"``
     (``torch.func`` Jacobian contraction, any model) or ``"auto"`` (default: structured for
-    chains). Computed in ``dtype`` (float64 default, ``None``: model's dtype).
+    chains). Computed in ``dtype`` (float64 default, ``None``: model's dtype). Any model whose
+    forward maps ``[N, ...]`` to ``[N, d_out]`` (the model in eval mode; ``output`` selects
+    the tensor of a tuple/dict output); trace, diag and the top eigenvalue never form the
+    ``N d_out x P`` Jacobian (chunks of points; NTK-vector products).
     """
     if mode not in NTK_MODES:
         raise ConfigError(f"unknown NTK mode {mode!r}: choose one of {', '.join(NTK_MODES)}")
     if X2 is not None and mode != "full":
         raise ConfigError(f"mode={mode!r} is the kernel at (x_i, x_i): X2 must be None")
-    return Evaluation(model, X, dtype=dtype, implementation=implementation).ntk(mode, X2)
+    ev = Evaluation(model, X, dtype=dtype, implementation=implementation, output=output)
+    return ev.ntk(mode, X2)
 
 
 def ntk_max_eig(model: nn.Module, X: torch.Tensor, *, method: str = "auto", tol: float = 1e-10,
                 seed: int = 0, dtype: torch.dtype | None = torch.float64,
-                implementation: str = "auto") -> float:
+                implementation: str = "auto",
+                output: int | str | Callable[[Any], torch.Tensor] | None = None) -> float:
     r"""Largest eigenvalue of the ``N d_out x N d_out`` NTK matrix :math:`\Theta(X, X)`.
 
     ``method="lanczos"``: Lanczos on NTK-vector products :math:`J(J^T v)` (never forms the
@@ -67,5 +76,5 @@ def ntk_max_eig(model: nn.Module, X: torch.Tensor, *, method: str = "auto", tol:
     """
     if method not in ("auto", "lanczos", "dense"):
         raise ConfigError(f"unknown method {method!r}: choose auto, lanczos or dense")
-    ev = Evaluation(model, X, dtype=dtype, implementation=implementation)
+    ev = Evaluation(model, X, dtype=dtype, implementation=implementation, output=output)
     return ev.ntk_max_eig(method, tol, seed)

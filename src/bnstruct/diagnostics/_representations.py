@@ -1,6 +1,10 @@
-r"""Hidden representations of a chain, from the one stored forward pass."""
+r"""Hidden representations: a chain's from its one stored forward pass, any other model's by
+forward hooks."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,8 +15,11 @@ __all__ = ["representations"]
 
 
 def representations(model: nn.Module, X: torch.Tensor, *, pre: bool = False,
-                    dtype: torch.dtype | None = torch.float64) -> list[torch.Tensor]:
-    r"""Representation of every layer of a chain on the points ``X`` (``[N, d_in]``).
+                    dtype: torch.dtype | None = torch.float64,
+                    layers: Sequence[str] | None = None,
+                    output: int | str | Callable[[Any], torch.Tensor] | None = None
+                    ) -> list[torch.Tensor]:
+    r"""Representation of every layer of a network on the points ``X`` (``[N, ...]``).
 
     Returns ``L`` tensors; entry ``l-1`` (layer ``l = 1..L``) has shape ``[N, n_l]``:
 
@@ -26,7 +33,12 @@ def representations(model: nn.Module, X: torch.Tensor, *, pre: bool = False,
     is the identity). Works for :class:`bnstruct.MLP`, :class:`bnstruct.DeepLinear` and nested
     ``nn.Sequential`` chains of Linear / ReLU / LeakyReLU / Identity / Dropout; any other
     module raises a ``ConfigError`` naming it.
+
+    Any other model (or ``layers=[...]`` given): the outputs of every activation module and
+    every block (a module of the user's own class), then ``f(X)``, or of the named modules
+    only (:mod:`bnstruct.diagnostics._general`), recorded by forward hooks with the model in
+    eval mode (the user's mode restored), in the compute dtype, each ``[N, *shape]``.
+    ``output`` selects the tensor of a model returning a tuple or dict.
     """
-    ev = Evaluation(model, X, dtype=dtype)
-    ev.require_chain()
+    ev = Evaluation(model, X, dtype=dtype, layers=layers, output=output)
     return ev.representations(pre)

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from ..conventions import THRESHOLD_RTOL, effective_rank, numerical_rank
+from ..errors import ConfigError
 from ._chain import parse_chain
+from ._general import unwrap, weight_layers, weight_matrix
 
 __all__ = ["weight_spectra", "effective_rank", "numerical_rank", "EFFECTIVE_RANK_METHODS",
            "THRESHOLD_RTOL"]
@@ -20,7 +22,17 @@ def weight_spectra(model: nn.Module, *, dtype: torch.dtype | None = torch.float6
 
     Returns a list of ``L`` tensors; entry ``l-1`` holds :math:`s_1(W_\ell) \ge \dots \ge
     s_r(W_\ell)`, ``r = min(n_l, n_{l-1})``, computed in ``dtype`` (float64 by default).
-    Biases are not included. Accepts the chains of :func:`bnstruct.representations`.
+    Biases are not included. Chains (:func:`bnstruct.representations`): their Linear layers;
+    any other model: every ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` in
+    ``named_modules()`` order, a kernel ``[out, in/groups, *k]`` read as the
+    ``out x (in/groups * prod k)`` matrix.
     """
-    chain = parse_chain(model, dtype)
-    return [torch.linalg.svdvals(W) for W in chain.weights]
+    try:
+        mats = parse_chain(model, dtype).weights
+    except ConfigError:
+        model = unwrap(model)
+        mats = [weight_matrix(m, dtype) for _, m in weight_layers(model)]
+        if not mats:
+            raise ConfigError(f"{type(model).__name__} has no nn.Linear, nn.Conv1d or "
+                              "nn.Conv2d layer") from None
+    return [torch.linalg.svdvals(W) for W in mats]
