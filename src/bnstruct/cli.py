@@ -35,7 +35,7 @@ class Fmt(str, Enum):
     json = "json"
 
 
-def _df_table(df, title: str | None = None, floatfmt: str = "{:.4g}") -> Table:  # type: ignore[no-untyped-def]
+def _df_table(df, title: str | None = None, floatfmt: str = "{:.4g}") -> Table:
     t = Table(title=title, show_lines=False, header_style="bold")
     for c in df.columns:
         t.add_column(str(c), justify="right" if df[c].dtype.kind in "fiu" else "left")
@@ -117,7 +117,7 @@ def _num(v: object, spec: str) -> str:
     return format(float("nan") if v is None else v, spec)
 
 
-def _run_line(r) -> str:  # type: ignore[no-untyped-def]
+def _run_line(r) -> str:
     """One line describing a finished (or interrupted) run."""
     fin = r.summary["final"]
     line = (f"{r.status}: {r.path}  steps {r.summary['step']}  "
@@ -131,7 +131,7 @@ def _run_line(r) -> str:  # type: ignore[no-untyped-def]
     return line
 
 
-def _pca_color(task, n: int):  # type: ignore[no-untyped-def]
+def _pca_color(task, n: int):
     """A per-point quantity of the task to colour the bottleneck PCA with, when it has one."""
     for key, col, label in (("Z", 0, "latent $z_1$"), ("invariants", 0, "invariant $r$"),
                             ("labels", None, "class")):
@@ -327,7 +327,7 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def analysis_table(a, *, all_columns: bool = False, title: str | None = None  # type: ignore[no-untyped-def]
+def analysis_table(a, *, all_columns: bool = False, title: str | None = None
                    ) -> Table:
     """The per-layer table of an :class:`~bnstruct.Analysis`.
 
@@ -381,7 +381,7 @@ def _compact_table(cols: list[tuple[str, list[str]]], title: str | None, caption
     return t
 
 
-def general_tables(a, *, title: str | None = None) -> tuple[Table, Table]:  # type: ignore[no-untyped-def]
+def general_tables(a, *, title: str | None = None) -> tuple[Table, Table]:
     """The weight table and the representation table of a general model's analysis."""
     df, rp = a.layers, a.representations
     k = int(a.summary["k"])
@@ -415,7 +415,7 @@ def general_tables(a, *, title: str | None = None) -> tuple[Table, Table]:  # ty
                            "rank of d h / d x"))
 
 
-def _load_user_model(spec: str, weights: Path | None):  # type: ignore[no-untyped-def]
+def _load_user_model(spec: str, weights: Path | None):
     """``pkg.module:factory`` called with no arguments, then ``weights`` loaded (safetensors,
     or a state_dict through ``torch.load(weights_only=True)``; nothing else is unpickled)."""
     import importlib
@@ -472,7 +472,7 @@ def _load_user_model(spec: str, weights: Path | None):  # type: ignore[no-untype
     return model
 
 
-def _load_data(path: Path):  # type: ignore[no-untyped-def]
+def _load_data(path: Path):
     import numpy as np
     import torch
 
@@ -602,7 +602,7 @@ def analyze_cmd(
         out.print(f"figure written to {plot}", highlight=False)
 
 
-def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,  # type: ignore[no-untyped-def]
+def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,
                     all_columns: bool) -> None:
     from ._io import dumps
 

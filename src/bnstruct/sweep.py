@@ -109,7 +109,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
 
     p = Path(path)
     try:

@@ -84,12 +84,13 @@ def ntk_reference(model: nn.Module, X: torch.Tensor, X2: torch.Tensor | None = N
     f = _single(model)
     j1 = vmap(jacrev(f), (None, 0))(params, X)
     if mode == "trace":
-        return sum(j.pow(2).flatten(1).sum(1) for j in j1.values())
+        return torch.stack([j.pow(2).flatten(1).sum(1) for j in j1.values()]).sum(0)
     if mode == "diag":
-        return sum(torch.einsum("naf,nbf->nab", j.flatten(2), j.flatten(2)) for j in j1.values())
+        return torch.stack([torch.einsum("naf,nbf->nab", j.flatten(2), j.flatten(2))
+                            for j in j1.values()]).sum(0)
     j2 = j1 if X2 is None else vmap(jacrev(f), (None, 0))(params, X2)
-    return sum(torch.einsum("naf,mbf->nmab", a.flatten(2), b.flatten(2))
-               for a, b in zip(j1.values(), j2.values(), strict=True))
+    return torch.stack([torch.einsum("naf,mbf->nmab", a.flatten(2), b.flatten(2))
+                        for a, b in zip(j1.values(), j2.values(), strict=True)]).sum(0)
 
 
 def ntk_matvec_reference(model: nn.Module, X: torch.Tensor, dtype: torch.dtype | None
@@ -102,7 +103,7 @@ def ntk_matvec_reference(model: nn.Module, X: torch.Tensor, dtype: torch.dtype |
     def fp(p: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(model, p, (X,))
 
-    _, pullback = vjp(fp, params)
+    pullback = vjp(fp, params)[1]
 
     def mv(v: torch.Tensor) -> torch.Tensor:
         (ct,) = pullback(v)
