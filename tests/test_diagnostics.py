@@ -286,7 +286,16 @@ def test_representations_reproduce_the_forward_pass(chain_net):
         assert_close(post[-1], chain_net(X), rtol=0, atol=0, what="last = f(X)")
 
 
-def test_representations_use_model_dtype():
+def test_representations_use_the_compute_dtype():
+    """Like every measurement: float64 by default from the cast chain; dtype=None keeps the
+    model's dtype."""
     m = bn.MLP(3, 4, 3, 2, seed=0)  # float32
-    reps = bn.representations(m, torch.randn(5, 3, dtype=F64))
-    assert all(r.dtype == torch.float32 for r in reps)
+    X = torch.randn(5, 3, dtype=F64)
+    reps = bn.representations(m, X)
+    assert all(r.dtype == F64 for r in reps)
+    m64 = bn.MLP(3, 4, 3, 2, seed=0, dtype=F64)
+    with torch.no_grad():
+        m64.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
+        assert_close(reps[-1], m64(X), rtol=1e-14, atol=1e-14, what="float64 f(X)")
+    reps32 = bn.representations(m, X, dtype=None)
+    assert all(r.dtype == torch.float32 for r in reps32)

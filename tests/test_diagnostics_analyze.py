@@ -352,3 +352,64 @@ def test_bottleneck_rank_is_the_narrowest_consistent_point_not_the_mode():
     net = _diag_chain([three, two, three, one, three, two, three, three])
     s = bn.analyze(net, X, ntk=False).summary
     assert s["bottleneck_rank"] == 3 and s["bottleneck_rank_method"].startswith("weight-gap-mode")
+
+
+# --- the analyze table: 100 columns by default, everything on demand ----------------------
+
+def test_default_table_fits_100_columns_and_all_shows_everything():
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    from bnstruct.cli import analysis_table
+    from bnstruct.diagnostics import LAYER_COLUMNS
+
+    m = bn.MLP(20, [200] * 11, 12, 20, seed=0)  # wide layers: long shape strings
+    a = bn.analyze(m, _pts(20, 64, 0), 4, ntk=False)  # k = 4: s1..s4 and s5 all shown
+    console = Console(width=100, record=True)
+    table = analysis_table(a, title="layers")
+    width = Measurement.get(console, console.options, table).maximum
+    assert width <= 100, f"default table needs {width} columns"
+    console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for head in ("layer", "shape", "s1", "s4", "s5=s_k+1", "near1", "rep_rank", "in_BN"):
+        assert head in text
+    assert "200x200" in text and "…" not in text  # nothing truncated
+    wide = Console(width=1000, record=True)
+    wide.print(analysis_table(a, all_columns=True))
+    header = wide.export_text().splitlines()[1]
+    assert all(c in header for c in LAYER_COLUMNS)
+
+
+def _reject_nan(name: str) -> float:
+    raise ValueError(f"non-strict JSON constant {name}")
+
+
+def test_cli_analyze_csv_json_all(tiny_run, capsys):
+    import io
+
+    import pandas as pd
+
+    assert main(["analyze", str(tiny_run), "--csv", "--points", "16"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    from bnstruct.diagnostics import LAYER_COLUMNS
+
+    assert list(df.columns) == LAYER_COLUMNS and len(df) == 3
+    assert main(["analyze", str(tiny_run), "--json", "--points", "16"]) == 0
+    d = json.loads(capsys.readouterr().out, parse_constant=_reject_nan)
+    assert d["layers"][2]["balance"] is None and d["summary"]["implementation"] == "structured"
+    assert main(["analyze", str(tiny_run), "--all", "--points", "16"]) == 0
+    assert "w_erank_participation" in capsys.readouterr().out
+    assert main(["analyze", str(tiny_run), "--points", "16"]) == 0
+    assert "w_erank_participation" not in capsys.readouterr().out
+    assert main(["analyze", str(tiny_run), "--json", "--csv"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
+def test_cli_bench_analyze_json(capsys):
+    assert main(["bench", "analyze", "--depth", "3", "--width", "6", "--n", "12",
+                 "--d-out", "3", "--rounds", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out, parse_constant=_reject_nan)
+    assert [r["variant"] for r in d["rows"]] == ["public functions one by one", "analyze"]
+    assert d["ntk_max_eig_rel_diff"] <= 1e-12 and d["bound_slack_min_diff"] <= 1e-9
+    assert main(["bench", "analyze", "--n", "0"]) == 2

@@ -18,6 +18,7 @@ import torch
 import bnstruct as bn
 from bnstruct import theory
 from bnstruct.cli import main
+from bnstruct.depthfit import fit_depth_runs
 from bnstruct.errors import ConfigError, DataError
 from bnstruct.testing import assert_close
 
@@ -374,10 +375,12 @@ def test_estimate_bn_rank_combines_evidence() -> None:
                          "weight singular values near 1": 2}
     ev = est.evidence.set_index("source")
     assert_close(ev.loc["depth slope", "value"], fit.R0, rtol=1e-15, atol=0, what="slope")
-    assert ev.loc["weight singular values near 1", "layers"] == "2..4 of 5"
+    # middle layers are conventions.middle_layers: L/4 < l <= 3L/4
+    assert ev.loc["weight singular values near 1", "layers"] == "2..3 of 5"
+    assert ev.loc["representation rank", "layers"] == "2..5 of 7"
     # disagreement: the majority wins, ties go to the slope
     split = theory.estimate_bn_rank(slope=3.2, slope_err=0.3, representation_ranks=[2, 2, 2],
-                                    weight_singular_values=sv, middle=1.0)
+                                    weight_singular_values=sv)
     assert split.estimate == 2 and not split.agree and split.votes["depth slope"] == 3
     tie = theory.estimate_bn_rank(slope=3.2, representation_ranks=[2, 2, 2])
     assert tie.estimate == 3
@@ -405,7 +408,7 @@ def _runs_frame() -> pd.DataFrame:
 
 
 def test_fit_depth_runs_groups_and_reports_skipped() -> None:
-    out = theory.fit_depth_runs(_runs_frame())
+    out = fit_depth_runs(_runs_frame())
     assert list(out["task"]) == ["composite", "teacher"]
     comp, teach = out.iloc[0], out.iloc[1]
     ref = theory.fit_depth([4, 6, 8, 8], [9.0, 13.1, 16.9, 17.1])
@@ -415,7 +418,7 @@ def test_fit_depth_runs_groups_and_reports_skipped() -> None:
     assert comp["depths"] == "4,6,8" and comp["n_runs"] == 4 and comp["k_task"] == 2
     assert teach["note"].startswith("skipped") and math.isnan(teach["R0"])
     with pytest.raises(DataError, match="enough distinct depths"):
-        theory.fit_depth_runs(_runs_frame().query("task == 'teacher'"))
+        fit_depth_runs(_runs_frame().query("task == 'teacher'"))
 
 
 def _tiny_store(tmp_path, depths) -> str:  # type: ignore[no-untyped-def]
@@ -494,3 +497,22 @@ def test_trained_deep_linear_agrees_with_theory_api() -> None:
     assert_close(worst, 0.0, rtol=0, atol=0.02, what="layer singular values vs s^(1/L)")
     sw = torch.linalg.svdvals(net.weights()[2].detach())
     assert float(sw[2]) < 0.01 * float(sw[1])  # the rest of the spectrum has collapsed
+
+
+def test_theory_imports_no_run_store() -> None:
+    """``import bnstruct.theory`` (closed forms) in a fresh interpreter imports no store, no
+    training, no I/O modules (the package ``__init__`` loads its names lazily)."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "import bnstruct.theory\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('bnstruct'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = set(json.loads(out))
+    assert "bnstruct.theory" in loaded
+    assert not loaded & {"bnstruct.store", "bnstruct.training", "bnstruct.experiments",
+                         "bnstruct.executors", "bnstruct.depthfit", "bnstruct.diagnostics"}, loaded
+    assert not hasattr(theory, "fit_depth_runs")  # moved to bnstruct.depthfit
+

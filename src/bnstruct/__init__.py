@@ -2,45 +2,96 @@
 
 Train deep L2-regularized networks on tasks of known bottleneck rank, diagnose them layer by
 layer, and reproduce the claims of Jacot (2023), "Bottleneck Structure in Learned Features".
+
+The names below are loaded on first use (PEP 562), so ``import bnstruct.theory`` pulls in the
+closed forms only, never the run store or the training stack.
 """
 
-from . import tasks, theory
-from .config import ModelSpec, RunConfig
-from .diagnostics import (
-    Analysis,
-    analyze,
-    bottleneck_bound,
-    effective_rank,
-    hessian_max_eig,
-    jacobian,
-    log_pdet,
-    ntk,
-    ntk_max_eig,
-    representations,
-    weight_spectra,
-)
-from .errors import BnstructError, ConfigError, DataError, RunExistsError
-from .models import MLP, DeepLinear, balancedness, param_norm2, rebalance
-from .store import Run, load_run, run, runs
-from .tasks import Task, TaskSpec, make_task
-from .training import Stage, TrainResult, default_recipe, parse_stage, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: public name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # networks and their parameter algebra
+    "MLP": "models", "DeepLinear": "models", "param_norm2": "models", "rebalance": "models",
+    "balancedness": "models",
+    # data
+    "Task": "tasks", "TaskSpec": "tasks", "make_task": "tasks",
+    # training
+    "Stage": "training", "default_recipe": "training", "parse_stage": "training",
+    "train": "training", "TrainResult": "training",
+    # runs and the store
+    "ModelSpec": "config", "RunConfig": "config", "run": "store", "Run": "store",
+    "load_run": "store", "runs": "store",
+    # diagnostics (layer by layer, THEORY sections 3-4)
+    "weight_spectra": "diagnostics", "representations": "diagnostics",
+    "effective_rank": "diagnostics", "jacobian": "diagnostics", "log_pdet": "diagnostics",
+    "ntk": "diagnostics", "ntk_max_eig": "diagnostics", "hessian_max_eig": "diagnostics",
+    "bottleneck_bound": "diagnostics", "analyze": "diagnostics", "Analysis": "diagnostics",
+    # errors
+    "BnstructError": "errors", "ConfigError": "errors", "DataError": "errors",
+    "RunExistsError": "errors",
+}
+#: public submodules (closed forms, data, conventions, models, sweeps over a store)
+_SUBMODULES = ("theory", "tasks", "conventions", "models", "depthfit", "executors",
+               "diagnostics", "experiments")
+
 __all__ = [
     # networks and their parameter algebra
-    "MLP", "DeepLinear", "param_norm2", "rebalance", "balancedness",
+    "MLP", "DeepLinear", "param_norm2", "rebalance", "balancedness", "models",
     # data
     "tasks", "Task", "TaskSpec", "make_task",
     # training
     "Stage", "default_recipe", "parse_stage", "train", "TrainResult",
     # runs and the store
     "ModelSpec", "RunConfig", "run", "Run", "load_run", "runs",
-    # closed forms and estimators (linear costs, R0/R1/R2, depth fits)
-    "theory",
+    # conventions, closed forms and estimators (linear costs, R0/R1/R2, depth fits)
+    "conventions", "theory",
     # diagnostics (layer by layer, THEORY sections 3-4)
     "weight_spectra", "representations", "effective_rank", "jacobian", "log_pdet", "ntk",
     "ntk_max_eig", "hessian_max_eig", "bottleneck_bound", "analyze", "Analysis",
     # errors
     "BnstructError", "ConfigError", "DataError", "RunExistsError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'bnstruct' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})
+
+
+if TYPE_CHECKING:  # static analysers see the eager imports
+    from . import conventions, models, tasks, theory
+    from .config import ModelSpec, RunConfig
+    from .diagnostics import (
+        Analysis,
+        analyze,
+        bottleneck_bound,
+        effective_rank,
+        hessian_max_eig,
+        jacobian,
+        log_pdet,
+        ntk,
+        ntk_max_eig,
+        representations,
+        weight_spectra,
+    )
+    from .errors import BnstructError, ConfigError, DataError, RunExistsError
+    from .models import MLP, DeepLinear, balancedness, param_norm2, rebalance
+    from .store import Run, load_run, run, runs
+    from .tasks import Task, TaskSpec, make_task
+    from .training import Stage, TrainResult, default_recipe, parse_stage, train

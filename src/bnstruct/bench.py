@@ -285,3 +285,84 @@ def bench_ntk(*, depth: int = 12, width: int = 64, n: int = 256, rounds: int = 3
     df.attrs["rss_at_start_mb"] = rss0
     return df
 
+
+def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int = 20,
+                  repeats: int = 1, rounds: int = 5, warmup: int = 1) -> pd.DataFrame:
+    """Time :func:`bnstruct.analyze` against the public functions called one by one.
+
+    Network: :class:`bnstruct.MLP` ``(20, width, depth, d_out)`` (He init, seed 0), float32
+    like a trained run, analyzed in float64 on ``n`` standard Gaussian points (seed 0).
+    Baseline: what a user writes to get the same numbers without ``analyze``:
+    :func:`~bnstruct.weight_spectra` (and their effective ranks),
+    :func:`~bnstruct.representations` (the SVD of each centered representation, its
+    effective and numerical ranks), :func:`~bnstruct.jacobian` (its SVDs for the ranks),
+    :func:`~bnstruct.diagnostics.estimate_bottleneck_rank`,
+    :func:`~bnstruct.log_pdet`, :func:`~bnstruct.bottleneck_bound` at ``k``,
+    :func:`~bnstruct.ntk` trace, :func:`~bnstruct.ntk_max_eig`, :func:`~bnstruct.balancedness`
+    and :func:`~bnstruct.param_norm2`. Candidate: ``analyze(model, X, k)`` (NTK included, no
+    Hessian), which builds every column from one cached evaluation. Both run in the same
+    process, interleaved (:func:`time_interleaved`, best of ``rounds``). Returns one row per
+    variant with seconds per call and the speedup over the baseline; ``df.attrs`` holds the
+    check that both give the same NTK top eigenvalue and bound.
+    """
+    from .conventions import center, effective_rank, numerical_rank
+    from .diagnostics import (
+        analyze,
+        bottleneck_bound,
+        estimate_bottleneck_rank,
+        jacobian,
+        log_pdet,
+        ntk,
+        ntk_max_eig,
+        representations,
+        weight_spectra,
+    )
+    from .models import MLP, balancedness, param_norm2
+
+    k = 2
+    methods = ("entropy", "participation", "threshold")
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, 20, generator=g)
+    model = MLP(20, width, depth, d_out, seed=0)
+    got: dict[str, object] = {}
+
+    eps = torch.finfo(torch.float32).eps
+
+    def by_hand() -> None:
+        ws = weight_spectra(model)
+        w_ranks = [[effective_rank(s, m) for m in methods] for s in ws]
+        reps = representations(model, X)
+        rs = [torch.linalg.svdvals(center(A)) for A in reps]
+        r_ranks = [[effective_rank(s, m) for m in methods]
+                   + [numerical_rank(s, tuple(A.shape), eps)]
+                   for s, A in zip(rs, reps, strict=True)]
+        J = jacobian(model, X)
+        sJ = torch.linalg.svdvals(J)
+        j_rank = int((sJ > sJ[:, :1] * max(J.shape[1:]) * 2.0**-52).sum(1).max())
+        k_est = estimate_bottleneck_rank(ws, jacobian_rank=j_rank)
+        lp = log_pdet(J, k)
+        bound = bottleneck_bound(model, X, k)
+        tr = ntk(model, X, mode="trace")
+        lmax = ntk_max_eig(model, X)
+        bal = balancedness(model)
+        norm2 = param_norm2(model)
+        got["by_hand"] = (lmax, float(bound["slack"].min()), w_ranks, r_ranks, k_est, lp, tr,
+                          bal, norm2)
+
+    def one_call() -> None:
+        a = analyze(model, X, k)
+        got["analyze"] = (a.summary["ntk_max_eig"], a.summary["bound_slack_min"])
+
+    names: dict[str, Callable[[], object]] = {"public functions one by one": by_hand,
+                                              "analyze": one_call}
+    best = time_interleaved(names, repeats=repeats, rounds=rounds, warmup=warmup)
+    base = best["public functions one by one"]
+    df = pd.DataFrame([{"variant": k_, "s_per_call": t, "speedup": base / t}
+                       for k_, t in best.items()])
+    hand, one = got["by_hand"], got["analyze"]
+    assert isinstance(hand, tuple) and isinstance(one, tuple)
+    df.attrs["ntk_max_eig_rel_diff"] = abs(hand[0] - one[0]) / abs(hand[0])
+    df.attrs["bound_slack_min_diff"] = abs(hand[1] - one[1])
+    df.attrs["setup"] = (f"MLP L={depth} width={width} d_in=20 d_out={d_out}, N={n}, k={k}, "
+                         f"float64, {torch.get_num_threads()} threads")
+    return df

@@ -137,10 +137,10 @@ def center(A: torch.Tensor) -> torch.Tensor:
 
 
 def _spectrum_1d(S: Any) -> torch.Tensor:
-    s = S.detach() if torch.is_tensor(S) else torch.as_tensor(np.asarray(S))
-    s = s.to(torch.float64).reshape(-1) if s.dim() <= 1 else None
-    if s is None:
-        raise DataError(f"a spectrum must be 1-d, got shape {tuple(torch.as_tensor(S).shape)}")
+    t = S.detach() if torch.is_tensor(S) else torch.as_tensor(np.asarray(S))
+    if t.dim() > 1:
+        raise DataError(f"a spectrum must be 1-d, got shape {tuple(t.shape)}")
+    s = t.to(torch.float64).reshape(-1)
     if not torch.isfinite(s).all():
         raise DataError("the spectrum has non-finite values (NaN/inf)")
     if (s < 0).any():

@@ -1,32 +1,65 @@
-"""Figures of the reproduction (matplotlib, Agg backend; measurement lives elsewhere).
+"""Figures of bnstruct (drawing only; every number comes from the measurements).
 
-Every function takes tidy data (DataFrames / arrays), writes one PNG and returns its path.
+Two layers:
+
+- ``draw_*(ax, ...)``: draw one panel on a Matplotlib ``Axes`` you pass in (any figure, any
+  backend: a notebook's inline one, a GUI, a file). The per-network panels (weight spectra,
+  rank profile, PCA) are shared by :func:`bnstruct.diagnostics.plot_analysis` and the claim
+  figures.
+- ``*_figure(..., path)``: the reproduction's figures; each builds a
+  ``matplotlib.figure.Figure`` (the object API: no pyplot state, no backend change), draws its
+  panels, writes one PNG and returns its path.
+
+Nothing here calls ``matplotlib.use`` or imports ``matplotlib.pyplot``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["linear_cost_figure", "norm_vs_depth_figure", "weight_spectra_figure",
-           "sk1_vs_depth_figure", "rep_rank_figure", "bound_figure", "learning_rate_figure",
-           "narrow_minima_figure", "symmetry_figure", "digits_figure"]
+from .conventions import NEAR_ONE
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    # panels (draw on the Axes you pass)
+    "draw_weight_spectra", "draw_rank_profile", "draw_pca", "draw_norm_vs_depth",
+    "draw_sk1_vs_depth", "draw_bound", "draw_c1", "draw_ntk_vs_c", "draw_sharpness",
+    "draw_narrow_minima", "draw_linear_cost", "draw_linear_singular_values",
+    # figures of the reproduction (one PNG each)
+    "new_figure", "save_figure", "linear_cost_figure", "norm_vs_depth_figure",
+    "weight_spectra_figure", "sk1_vs_depth_figure", "rep_rank_figure", "bound_figure",
+    "learning_rate_figure", "narrow_minima_figure", "symmetry_figure", "digits_figure",
+]
+
+#: rank columns of analyze's table drawn by :func:`draw_rank_profile` by default
+REP_RANK_COLUMNS: dict[str, str] = {
+    "rep_erank_entropy": "entropy", "rep_erank_participation": "participation",
+    "rep_erank_threshold": "threshold", "rep_rank_numerical": "numerical rank"}
 
 
-def _plt() -> Any:
-    import matplotlib
+def new_figure(figsize: tuple[float, float], *,
+               layout: Literal["constrained", "tight"] | None = "constrained") -> Figure:
+    """A ``matplotlib.figure.Figure`` with an Agg canvas attached, outside pyplot (never shown,
+    never registered with a backend: the user's backend is untouched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt
 
-
-def _save(fig: Any, path: Path) -> Path:
-    """Write ``fig`` as PNG (integer ticks on every linear layer or depth axis) and close it."""
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
+    """Write ``fig`` (format from the suffix; integer ticks on every linear layer or depth
+    axis) and return the path."""
     from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
@@ -35,187 +68,329 @@ def _save(fig: Any, path: Path) -> Path:
         label = ax.get_xlabel().lower()
         if ax.get_xscale() == "linear" and label.startswith(("layer", "depth")):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    fig.savefig(path, dpi=dpi)
     return path
 
 
-def _cmap(n: int) -> list[Any]:
-    plt = _plt()
-    return [plt.cm.viridis(x) for x in np.linspace(0.05, 0.9, max(n, 1))]
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(x) for x in np.linspace(0.05, 0.9, max(n, 1))]
 
 
-def linear_cost_figure(depths: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path:
-    """Left: trained ||theta||^2 vs linear_cost(A, L). Right: layer singular values vs
-    s_i(A)^(1/L)."""
-    plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
-    a.plot(depths["depth"], depths["linear_cost"], "k-", label=r"$L\sum_i s_i(A)^{2/L}$")
-    a.plot(depths["depth"], depths["param_norm2"], "o", color="C1", label=r"trained $\|\theta\|^2$")
-    a.set(xlabel="depth L", ylabel=r"$\|\theta\|^2$", title="deep linear nets: cost vs theory")
-    a.legend()
-    nz = layers[layers["predicted"] > 0]
-    for c, (L, g) in zip(_cmap(nz["depth"].nunique()), nz.groupby("depth"), strict=True):
-        b.scatter(g["predicted"], g["s"], s=12, color=c, label=f"L={L}")
-    lo, hi = float(nz["predicted"].min()) * 0.95, float(nz["predicted"].max()) * 1.05
-    b.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
-    b.set(xlabel=r"predicted $s_i(A)^{1/L}$", ylabel=r"$s_i(W_\ell)$",
-          title="every layer's singular values")
-    b.legend(fontsize=8)
-    return _save(fig, path)
+# --------------------------------------------------------------------------- per-network panels
 
 
-def norm_vs_depth_figure(nets: pd.DataFrame, fit: Any, k: int, path: Path) -> Path:
-    """||theta||^2 against L with the least-squares line and the slope-k reference."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 4))
+def draw_weight_spectra(ax: Axes, spectra: Sequence[Any], k: int, *,
+                        middle: Sequence[int] | None = None, floor_rtol: float = 1e-4,
+                        title: str | None = None, legend: bool = True) -> None:
+    """Singular values of every ``W_l`` against the layer ``l = 1..L`` (log scale, floored at
+    ``floor_rtol * s_max``: smaller values are drawn on the floor): all values as grey points,
+    ``s_1..s_k`` and ``s_{k+1}`` as lines, the band :data:`~bnstruct.conventions.NEAR_ONE`
+    shaded, a line at 1, and the ``middle`` layers (1-based) as a grey span.
+
+    ``spectra``: one 1-d array per layer (e.g. ``Analysis.weight_spectra``)."""
+    sv = [np.asarray(s, dtype=float).ravel() for s in spectra]
+    layers = np.arange(1, len(sv) + 1)
+    smax = max((float(s.max()) for s in sv if s.size), default=1.0)
+    floor = floor_rtol * smax if smax > 0 else 1e-300
+    for l, s in zip(layers, sv, strict=True):
+        ax.scatter(np.full(s.size, l), np.maximum(s, floor), s=6, color="0.6", lw=0)
+    for i in range(min(k + 1, max((s.size for s in sv), default=0))):
+        ys = np.array([s[i] if i < s.size else np.nan for s in sv])
+        top = i < k
+        ax.plot(layers, np.maximum(ys, floor), "o-", ms=3, lw=1, color="C3" if top else "C1",
+                label=(f"$s_1..s_{{{k}}}$" if i == 0 else None) if top
+                else f"$s_{{{k + 1}}}$")
+    ax.axhspan(NEAR_ONE[0], NEAR_ONE[1], color="C2", alpha=0.08, lw=0,
+               label=f"near 1 [{NEAR_ONE[0]:g}, {NEAR_ONE[1]:g}]")
+    ax.axhline(1.0, color="k", lw=0.6, ls=":")
+    if middle:
+        ax.axvspan(min(middle) - 0.5, max(middle) + 0.5, color="0.9", zorder=0)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=floor * 0.7)
+    ax.set(xlabel="layer l", ylabel=r"singular values of $W_\ell$")
+    if title is not None:
+        ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=7)
+
+
+def draw_rank_profile(ax: Axes, layers: pd.DataFrame, *,
+                      columns: Mapping[str, str] | Sequence[str] = REP_RANK_COLUMNS,
+                      k: int | None = None, relative: bool = False, label: str | None = None,
+                      color: Any = None, bottleneck: Sequence[int] | None = None,
+                      log2: bool = False, title: str | None = None) -> None:
+    """Representation ranks of analyze's ``layers`` table against the layer (``l`` or, with
+    ``relative``, ``l / L``): one line per column (``columns``: names, or a mapping name ->
+    legend label; ``label``/``color`` override them for a single column, e.g. one line per
+    depth). A dashed line at ``k``; ``bottleneck = (first, last)`` shaded."""
+    names = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
+    L = int(layers["layer"].max())
+    x = layers["layer"].to_numpy(float) / (L if relative else 1)
+    for col, lab in names.items():
+        ax.plot(x, layers[col].to_numpy(float), "o-", ms=3, color=color,
+                label=label if label is not None else lab)
+    if k is not None:
+        ax.axhline(k, color="k", ls="--", lw=0.8, label=f"k = {k}")
+    if bottleneck:
+        lo, hi = bottleneck
+        s = 1 / L if relative else 1
+        ax.axvspan((lo - 0.5) * s, (hi + 0.5) * s, color="C7", alpha=0.15, label="bottleneck")
+    if log2:
+        ax.set_yscale("log", base=2)
+    ax.set(xlabel=r"relative layer $\ell / L$" if relative else "layer l",
+           ylabel="rank of the centered representation")
+    if title is not None:
+        ax.set_title(title)
+
+
+def draw_pca(ax: Axes, pca: Any, *, color: Any = None, color_label: str = "",
+             title: str | None = None) -> Any:
+    """The points in the top two principal directions (``pca``: ``[N, 2]``), coloured by
+    ``color`` (``[N]`` values, with a colorbar labelled ``color_label``) or uniform. Returns the
+    scatter artist."""
+    from .errors import ConfigError
+
+    P = np.asarray(pca, dtype=float)
+    if color is None:
+        sc = ax.scatter(P[:, 0], P[:, 1], s=8, color="C0")
+    else:
+        c = np.asarray(color.detach().cpu() if hasattr(color, "detach") else color, dtype=float)
+        if c.shape != (len(P),):
+            raise ConfigError(f"color must have one value per point ({len(P)}), got shape "
+                              f"{c.shape}")
+        sc = ax.scatter(P[:, 0], P[:, 1], s=8, c=c, cmap="viridis")
+        ax.figure.colorbar(sc, ax=ax, label=color_label)
+    ax.set(xlabel="PC 1", ylabel="PC 2")
+    ax.set_aspect("equal", adjustable="datalim")
+    if title is not None:
+        ax.set_title(title)
+    return sc
+
+
+# --------------------------------------------------------------------------- claim panels
+
+
+def draw_norm_vs_depth(ax: Axes, nets: pd.DataFrame, fit: Any, k: int) -> None:
+    """``||theta||^2`` of every net against L, the least-squares line and the slope-k line."""
     L = nets["depth"].to_numpy(float)
     grid = np.linspace(0, L.max() * 1.05, 50)
-    ax.plot(L, nets["param_norm2"], "o", color="C0", label="trained nets")
+    ax.plot(L, nets["param_norm2"], "o", color="C0", alpha=0.8, label="trained nets")
     ax.plot(grid, fit.R0 * grid + fit.R1, "C0-",
             label=rf"fit: $R_0$={fit.R0:.2f}$\pm${fit.R0_err:.2f}, $R_1$={fit.R1:.1f}")
     ax.plot(grid, k * grid + fit.R1 + (fit.R0 - k) * L.mean(), "k--", lw=1,
             label=f"slope k = {k}")
     ax.set(xlabel="depth L", ylabel=r"$\|\theta\|^2$", title=r"$\|\theta\|^2 \approx L R_0 + R_1$")
     ax.legend(fontsize=8)
-    return _save(fig, path)
 
 
-def weight_spectra_figure(layers: pd.DataFrame, k: int, path: Path) -> Path:
-    """Top singular values of W_l per layer, one panel per depth."""
-    plt = _plt()
-    depths = sorted(layers["depth"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths), 3.4), sharey=True,
-                             squeeze=False)
-    cols = [c for c in layers.columns if c.startswith("s") and c[1:].isdigit()]
-    for ax, L in zip(axes[0], depths, strict=True):
-        g = layers[layers["depth"] == L]
-        for i, c in enumerate(cols):
-            ax.plot(g["layer"], g[c], "o-", ms=3, lw=1,
-                    color="C3" if i < k else ("C1" if i == k else "0.6"),
-                    label=(f"$s_1..s_{k}$" if i == 0 else (f"$s_{k + 1}$" if i == k else
-                           ("others" if i == k + 1 else None))))
-        mid = g[g["middle"]]["layer"]
-        ax.axvspan(mid.min() - 0.5, mid.max() + 0.5, color="0.9", zorder=0)
-        ax.axhline(1, color="k", lw=0.6, ls=":")
-        ax.set(xlabel="layer l", title=f"L = {L}", yscale="log")
-    axes[0][0].set_ylabel(r"singular values of $W_\ell$")
-    axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
-
-
-def sk1_vs_depth_figure(summ: pd.DataFrame, k: int, slope: float, path: Path) -> Path:
-    """Median s_{k+1} over middle layers vs L, log-log, with the fitted and the -1/2 slopes."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.8, 3.8))
-    L, s = summ["depth"].to_numpy(float), summ["s_k1"].to_numpy(float)
-    ax.loglog(L, s, "o", label=rf"median $s_{{{k + 1}}}$ (middle layers)")
+def draw_sk1_vs_depth(ax: Axes, nets: pd.DataFrame, k: int, slope: float) -> None:
+    """Per-net median ``s_{k+1}`` over the middle layers against L (log-log), with the fitted
+    and the -1/2 slopes."""
+    L, s = nets["depth"].to_numpy(float), nets["s_k1"].to_numpy(float)
+    ax.loglog(L, s, "o", alpha=0.8, label=rf"median $s_{{{k + 1}}}$ (middle layers), per net")
     if np.isfinite(slope) and np.all(s > 0):
+        g = np.unique(L)
         c = np.exp(np.mean(np.log(s) - slope * np.log(L)))
-        ax.loglog(L, c * L ** slope, "C0-", label=f"fit: exponent {slope:.2f}")
+        ax.loglog(g, c * g ** slope, "C0-", label=f"fit: exponent {slope:.2f}")
         c2 = np.exp(np.mean(np.log(s) + 0.5 * np.log(L)))
-        ax.loglog(L, c2 * L ** -0.5, "k--", lw=1, label="theory: exponent -1/2")
+        ax.loglog(g, c2 * g ** -0.5, "k--", lw=1, label="theory: exponent -1/2")
     ax.set(xlabel="depth L", ylabel=rf"$s_{{{k + 1}}}(W_\ell)$", title="small singular values")
     ax.legend(fontsize=8)
-    return _save(fig, path)
 
 
-def rep_rank_figure(layers: pd.DataFrame, k: int, path: Path) -> Path:
-    """Effective rank of the centered representation per layer (relative position l/L)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    depths = sorted(layers["depth"].unique())
-    for c, L in zip(_cmap(len(depths)), depths, strict=True):
-        g = layers[layers["depth"] == L]
-        ax.plot(g["layer"] / L, g["rep_rank"], "o-", ms=3, color=c, label=f"L={L}")
-    ax.axhline(k, color="k", ls="--", lw=1, label=f"k = {k}")
-    ax.set(xlabel=r"relative layer $\ell / L$", ylabel="effective rank (centered, PR)",
-           title="representation rank per layer")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def bound_figure(bound: pd.DataFrame, nets: pd.DataFrame, k: int, path: Path) -> Path:
-    """Left: lhs and rhs of the bottleneck inequality per net. Right: c1 vs L."""
-    plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
+def draw_bound(ax: Axes, bound: pd.DataFrame, k: int) -> None:
+    """Both sides of the bottleneck inequality per depth: the right side per point (jittered),
+    the left side per net."""
     for i, (L, g) in enumerate(bound.groupby("depth")):
         rhs = g["rhs"][np.isfinite(g["rhs"])]
-        a.scatter(np.full(len(rhs), L) + np.random.default_rng(i).uniform(-.2, .2, len(rhs)),
-                  rhs, s=4, color="C0", alpha=0.4, label="rhs per point" if i == 0 else None)
-        a.plot([L - .4, L + .4], [g["lhs"].iloc[0]] * 2, "C3-", lw=2,
-               label="lhs" if i == 0 else None)
-    a.set(xlabel="depth L", ylabel="value", title=f"bottleneck inequality (k={k}): lhs <= rhs")
-    a.legend(fontsize=8)
-    b.plot(nets["depth"], nets["c1"], "o-")
-    b.set(xlabel="depth L", ylabel=r"$c_1 = \|\theta\|^2 - kL$", title="c1 per depth")
-    return _save(fig, path)
+        ax.scatter(np.full(len(rhs), L) + np.random.default_rng(i).uniform(-.2, .2, len(rhs)),
+                   rhs, s=4, color="C0", alpha=0.4, label="rhs per point" if i == 0 else None)
+        for j, lhs in enumerate(g.groupby("seed")["lhs"].first() if "seed" in g
+                                else [g["lhs"].iloc[0]]):
+            ax.plot([L - .4, L + .4], [lhs] * 2, "C3-", lw=2,
+                    label="lhs per net" if i == 0 and j == 0 else None)
+    ax.set(xlabel="depth L", ylabel="value", title=f"bottleneck inequality (k={k}): lhs <= rhs")
+    ax.legend(fontsize=8)
 
 
-def learning_rate_figure(df: pd.DataFrame, path: Path) -> Path:
-    """Left: NTK top eigenvalue / (N L) vs c with the stability bound 1/c. Right: Hessian top
-    eigenvalue vs 2/lr."""
-    plt = _plt()
+def draw_c1(ax: Axes, nets: pd.DataFrame) -> None:
+    """``c1 = ||theta||^2 - kL`` of every net against L, with the mean per depth."""
+    ax.plot(nets["depth"], nets["c1"], "o", alpha=0.6)
+    m = nets.groupby("depth")["c1"].mean()
+    ax.plot(m.index, m.to_numpy(), "-", color="C0")
+    ax.set(xlabel="depth L", ylabel=r"$c_1 = \|\theta\|^2 - kL$", title="c1 per depth")
+
+
+def draw_ntk_vs_c(ax: Axes, df: pd.DataFrame) -> None:
+    """NTK top eigenvalue / (N L) against c (``lr = c/L``), one line per depth, and 1/c."""
     ok = df[df["status"] == "completed"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
     depths = sorted(df["depth"].unique())
-    for c, L in zip(_cmap(len(depths)), depths, strict=True):
+    for col, L in zip(_colors(len(depths)), depths, strict=True):
         g = ok[ok["depth"] == L]
-        a.loglog(g["c"], g["ntk_per_NL"], "o-", color=c, label=f"L={L}")
-        b.loglog(g["two_over_lr"], g["hessian_max"], "o", color=c, label=f"L={L}")
+        ax.loglog(g["c"], g["ntk_per_NL"], "o-", color=col, label=f"L={L}")
     cs = np.array(sorted(df["c"].unique()), float)
-    a.loglog(cs, 1 / cs, "k--", lw=1, label="stability bound 1/c")
-    a.set(xlabel="c  (lr = c / L)", ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
-          title="NTK at the end of GD")
-    a.legend(fontsize=8)
-    t = np.array([ok["two_over_lr"].min(), ok["two_over_lr"].max()]) if len(ok) else cs
-    b.loglog(t, t, "k--", lw=1, label="2 / lr")
-    b.set(xlabel="2 / lr", ylabel=r"$\lambda_{max}$(Hessian)", title="sharpness vs 2/lr")
-    b.legend(fontsize=8)
-    return _save(fig, path)
+    ax.loglog(cs, 1 / cs, "k--", lw=1, label="stability bound 1/c")
+    ax.set(xlabel="c  (lr = c / L)", ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
+           title="NTK at the end of GD")
+    ax.legend(fontsize=8)
 
 
-def narrow_minima_figure(df: pd.DataFrame, path: Path) -> Path:
-    """NTK top eigenvalue / (N L) of the rank-k and the rank-1 solutions."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.4, 3.8))
-    bars = ax.bar(df["solution"], df["ntk_per_NL"], color=["C0", "C3"])
-    ax.bar_label(bars, fmt="%.3g")  # a linear axis from 0: bar heights compare honestly
+def draw_sharpness(ax: Axes, df: pd.DataFrame) -> None:
+    """Hessian top eigenvalue against 2/lr, one colour per depth."""
+    ok = df[df["status"] == "completed"]
+    depths = sorted(df["depth"].unique())
+    for col, L in zip(_colors(len(depths)), depths, strict=True):
+        g = ok[ok["depth"] == L]
+        ax.loglog(g["two_over_lr"], g["hessian_max"], "o", color=col, label=f"L={L}")
+    if len(ok):
+        t = np.array([ok["two_over_lr"].min(), ok["two_over_lr"].max()])
+        ax.loglog(t, t, "k--", lw=1, label="2 / lr")
+    ax.set(xlabel="2 / lr", ylabel=r"$\lambda_{max}$(Hessian)", title="sharpness vs 2/lr")
+    ax.legend(fontsize=8)
+
+
+def draw_narrow_minima(ax: Axes, df: pd.DataFrame) -> None:
+    """NTK top eigenvalue / (N L) of the rank-k and rank-1 solutions: bars at the mean over
+    seeds (linear axis from 0), every seed as a point."""
+    sols = list(dict.fromkeys(df["solution"]))
+    means = [float(df.loc[df["solution"] == s, "ntk_per_NL"].mean()) for s in sols]
+    bars = ax.bar(sols, means, color=["C0", "C3"][:len(sols)], alpha=0.8)
+    ax.bar_label(bars, fmt="%.3g")
+    for i, s in enumerate(sols):
+        v = df.loc[df["solution"] == s, "ntk_per_NL"].to_numpy(float)
+        ax.plot(np.full(v.size, i), v, "k.", ms=5)
     ax.set(ylim=(0, 1.12 * float(df["ntk_per_NL"].max())),
            ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
            title=f"same task, depth {int(df['depth'].iloc[0])}")
-    return _save(fig, path)
+
+
+def draw_linear_cost(ax: Axes, depths: pd.DataFrame) -> None:
+    """Trained ``||theta||^2`` against ``linear_cost(A, L)`` per depth."""
+    ax.plot(depths["depth"], depths["linear_cost"], "k-", label=r"$L\sum_i s_i(A)^{2/L}$")
+    ax.plot(depths["depth"], depths["param_norm2"], "o", color="C1",
+            label=r"trained $\|\theta\|^2$")
+    ax.set(xlabel="depth L", ylabel=r"$\|\theta\|^2$", title="deep linear nets: cost vs theory")
+    ax.legend()
+
+
+def draw_linear_singular_values(ax: Axes, layers: pd.DataFrame) -> None:
+    """Every layer's singular values against the prediction ``s_i(A)^(1/L)``."""
+    nz = layers[layers["predicted"] > 0]
+    for col, (L, g) in zip(_colors(nz["depth"].nunique()), nz.groupby("depth"), strict=True):
+        ax.scatter(g["predicted"], g["s"], s=12, color=col, label=f"L={L}")
+    lo, hi = float(nz["predicted"].min()) * 0.95, float(nz["predicted"].max()) * 1.05
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set(xlabel=r"predicted $s_i(A)^{1/L}$", ylabel=r"$s_i(W_\ell)$",
+           title="every layer's singular values")
+    ax.legend(fontsize=8)
+
+
+# --------------------------------------------------------------------------- claim figures
+
+
+def linear_cost_figure(depths: pd.DataFrame, layers: pd.DataFrame, path: Path) -> Path:
+    fig = new_figure((9, 3.8))
+    a, b = fig.subplots(1, 2)
+    draw_linear_cost(a, depths)
+    draw_linear_singular_values(b, layers)
+    return save_figure(fig, path)
+
+
+def norm_vs_depth_figure(nets: pd.DataFrame, fit: Any, k: int, path: Path) -> Path:
+    fig = new_figure((5.2, 4))
+    draw_norm_vs_depth(fig.subplots(), nets, fit, k)
+    return save_figure(fig, path)
+
+
+def weight_spectra_figure(res: Any, path: Path) -> Path:
+    """One panel per depth: the weight spectra of the sweep's first seed at that depth
+    (``res``: a :class:`~bnstruct.experiments._common.SweepResult`)."""
+    from .conventions import middle_layers
+
+    nets = res.nets.sort_values(["depth", "seed"])
+    first = nets.groupby("depth").head(1)
+    fig = new_figure((3.2 * len(first), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, len(first), sharey=True))
+    for i, (ax, r) in enumerate(zip(axes, first.itertuples(), strict=True)):
+        L = int(r.depth)
+        draw_weight_spectra(ax, res.spectra[r.run], res.k, middle=middle_layers(L),
+                            title=f"L = {L}, seed {int(r.seed)}", legend=i == 0)
+        if i:
+            ax.set_ylabel("")
+    return save_figure(fig, path)
+
+
+def sk1_vs_depth_figure(nets: pd.DataFrame, k: int, slope: float, path: Path) -> Path:
+    fig = new_figure((4.8, 3.8))
+    draw_sk1_vs_depth(fig.subplots(), nets, k, slope)
+    return save_figure(fig, path)
+
+
+def rep_rank_figure(layers: pd.DataFrame, k: int, path: Path) -> Path:
+    """Participation ratio of the centered representation per layer (relative position l/L),
+    one line per net, coloured by depth."""
+    fig = new_figure((5.6, 3.8))
+    ax = fig.subplots()
+    depths = sorted(layers["depth"].unique())
+    for col, L in zip(_colors(len(depths)), depths, strict=True):
+        for j, (_, g) in enumerate(layers[layers["depth"] == L].groupby("seed")):
+            draw_rank_profile(ax, g, columns=["rep_erank_participation"], relative=True,
+                              color=col, label=f"L={L}" if j == 0 else None)
+    ax.axhline(k, color="k", ls="--", lw=1, label=f"k = {k}")
+    ax.set(ylabel="participation ratio (centered)", title="representation rank per layer")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def bound_figure(bound: pd.DataFrame, nets: pd.DataFrame, k: int, path: Path) -> Path:
+    fig = new_figure((9, 3.8))
+    a, b = fig.subplots(1, 2)
+    draw_bound(a, bound, k)
+    draw_c1(b, nets)
+    return save_figure(fig, path)
+
+
+def learning_rate_figure(df: pd.DataFrame, path: Path) -> Path:
+    fig = new_figure((9, 3.8))
+    a, b = fig.subplots(1, 2)
+    draw_ntk_vs_c(a, df)
+    draw_sharpness(b, df)
+    return save_figure(fig, path)
+
+
+def narrow_minima_figure(df: pd.DataFrame, path: Path) -> Path:
+    fig = new_figure((4.4, 3.8))
+    draw_narrow_minima(fig.subplots(), df)
+    return save_figure(fig, path)
 
 
 def symmetry_figure(pca: np.ndarray, inv: np.ndarray, layer: int, layers: pd.DataFrame,
                     path: Path) -> Path:
     """Bottleneck-layer PCA of held-out points coloured by each invariant, and the
     representation rank per layer."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    fig = new_figure((12, 3.8))
+    axes = fig.subplots(1, 3)
     for ax, j, lab in ((axes[0], 0, r"$r = \sqrt{x_1^2 + x_2^2}$"), (axes[1], 1, "$x_3$")):
-        sc = ax.scatter(pca[:, 0], pca[:, 1], c=inv[:, j], s=8, cmap="viridis")
-        fig.colorbar(sc, ax=ax, label=lab)
-        ax.set(xlabel="PC 1", ylabel="PC 2", title=f"layer {layer} coloured by {lab}")
-    axes[2].plot(layers["layer"], layers["rep_rank"], "o-")
-    axes[2].axhline(2, color="k", ls="--", lw=1)
-    axes[2].set(xlabel="layer l", ylabel="effective rank (centered, PR)",
-                title="representation rank")
-    return _save(fig, path)
+        draw_pca(ax, pca, color=inv[:, j], color_label=lab,
+                 title=f"layer {layer} coloured by {lab}")
+    draw_rank_profile(axes[2], layers, columns=["rep_erank_participation"], k=2,
+                      label="participation ratio", title="representation rank")
+    axes[2].legend(fontsize=8)
+    return save_figure(fig, path)
 
 
 def digits_figure(layers: pd.DataFrame, nets: pd.DataFrame, path: Path) -> Path:
-    """Representation rank per layer for each depth on digits."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    """Participation ratio of the centered representation per layer for each depth."""
+    fig = new_figure((5.6, 3.8))
+    ax = fig.subplots()
     depths = sorted(layers["depth"].unique())
-    for c, L in zip(_cmap(len(depths)), depths, strict=True):
-        g = layers[layers["depth"] == L]
+    for col, L in zip(_colors(len(depths)), depths, strict=True):
         acc = float(nets.loc[nets["depth"] == L, "test_accuracy"].iloc[0])
-        ax.plot(g["layer"] / L, g["rep_rank"], "o-", ms=3, color=c,
-                label=f"L={L} (test acc {acc:.2f})")
-    ax.set(xlabel=r"relative layer $\ell / L$", ylabel="effective rank (centered, PR)",
-           title="digits: representation rank")
+        draw_rank_profile(ax, layers[layers["depth"] == L], columns=["rep_erank_participation"],
+                          relative=True, color=col, label=f"L={L} (test acc {acc:.2f})")
+    ax.set(ylabel="participation ratio (centered)", title="digits: representation rank")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

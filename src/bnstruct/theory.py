@@ -30,8 +30,9 @@ Conventions:
 
 Depth sweeps. :func:`fit_depth` estimates :math:`R_0` (slope) and :math:`R_1` (intercept) from
 :math:`\|\theta\|^2` measured at several depths by ordinary least squares with standard errors;
-:func:`fit_depth_runs` does it for every group of runs in a store; :func:`estimate_bn_rank`
-combines the slope with the layer-wise evidence (representation ranks, weight singular values
+:func:`bnstruct.depthfit.fit_depth_runs` does it for every group of runs in a store (this
+module does no I/O and imports no store); :func:`estimate_bn_rank` combines the slope with the
+layer-wise evidence (representation ranks, weight singular values
 near 1).
 
 Example::
@@ -50,17 +51,16 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .conventions import NEAR_ONE, count_near_one, middle_layers
 from .errors import ConfigError, DataError
 
 __all__ = [
@@ -70,12 +70,9 @@ __all__ = [
     # R1 sub-additivity
     "R1Gap", "r1_composition_gap", "r1_addition_gap",
     # estimation from depth sweeps
-    "DepthFit", "fit_depth", "fit_depth_runs", "BnRankEstimate", "estimate_bn_rank", "NEAR_ONE",
+    "DepthFit", "fit_depth", "BnRankEstimate", "estimate_bn_rank",
 ]
 
-#: Default band ``(lo, hi)`` of weight singular values counted as "near 1" by
-#: :func:`estimate_bn_rank`.
-NEAR_ONE: tuple[float, float] = (0.5, 2.0)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -482,104 +479,6 @@ def fit_depth(depths: Any, norms2: Any, *, k: float | None = None, order: int = 
                     None if k is None else float(k), order, method)
 
 
-def _task_key(row: pd.Series) -> str:
-    cj = row.get("config_json")
-    if isinstance(cj, str) and cj:
-        try:
-            return json.dumps(json.loads(cj)["task"], sort_keys=True)
-        except (ValueError, KeyError, TypeError):
-            pass
-    return json.dumps({"name": row.get("task"), "k": _plain(row.get("k")),
-                       "d_in": _plain(row.get("d_in")), "d_out": _plain(row.get("d_out")),
-                       "n_train": _plain(row.get("n_train"))}, sort_keys=True)
-
-
-def _plain(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return v.item() if hasattr(v, "item") else v
-
-
-def fit_depth_runs(store: str | Path | pd.DataFrame, *, where: str | None = None,
-                   k: float | None = None, order: int = 1, status: str = "completed"
-                   ) -> pd.DataFrame:
-    r"""Fit :func:`fit_depth` to every group of runs of one task across depths.
-
-    Runs are grouped by task (builder name and all its options, from the run's config), model,
-    width, and the final stage's optimizer, ``lr`` and ``lam`` (runs trained differently are
-    never fitted together; a sweep whose lr scales with depth, such as ``lr = c/L``, gives one
-    group per run, each reported as skipped); only runs with ``status`` are used. ``store`` is a
-    store directory (filtered with the SQL ``where`` clause, see :func:`bnstruct.runs`) or a
-    DataFrame from :func:`bnstruct.runs`.
-
-    Returns one row per group: ``task``, ``task_options``, ``model``, ``width``,
-    ``optimizer``, ``lr``, ``lam``,
-    ``k_task`` (known bottleneck rank of the task, if any), ``depths``, ``n_runs``, ``R0``,
-    ``R0_err``, ``R1``, ``R1_err`` (``R2``, ``R2_err`` for ``order=2``), ``dof``, ``sigma``,
-    ``note``. A group with too few depths is kept with ``NaN`` estimates and a note saying so
-    (never silently dropped). If no group can be fitted, :class:`~bnstruct.errors.DataError`.
-    """
-    if isinstance(store, pd.DataFrame):
-        df = store
-        if where is not None:
-            raise ConfigError("where applies to a store path; filter the DataFrame instead")
-    else:
-        from .store import runs
-
-        df = runs(store, where)
-    need = {"task", "depth", "param_norm2"}
-    missing = need - set(df.columns)
-    if missing:
-        raise DataError(f"runs table lacks column(s) {sorted(missing)}: pass bnstruct.runs(...)")
-    if "status" in df.columns:
-        df = df[df["status"] == status]
-    df = df[np.isfinite(pd.to_numeric(df["param_norm2"], errors="coerce"))]
-    if df.empty:
-        raise DataError(f"no {status} runs with a finite param_norm2 to fit"
-                        + (f" (where {where!r})" if where else ""))
-    df = df.copy()
-    df["_task_key"] = [_task_key(r) for _, r in df.iterrows()]
-    keys = ["_task_key"] + [c for c in ("model", "width", "optimizer", "lr", "lam")
-                            if c in df.columns]
-    rows: list[dict[str, Any]] = []
-    for gkey, g in df.groupby(keys, sort=True, dropna=False):
-        gkey = gkey if isinstance(gkey, tuple) else (gkey,)
-        info = dict(zip(keys, gkey, strict=True))
-        task = json.loads(info.pop("_task_key"))
-        opts = task.get("kwargs", {k_: v for k_, v in task.items() if k_ != "name"})
-        row: dict[str, Any] = {"task": task.get("name"),
-                               "task_options": json.dumps(opts, sort_keys=True), **info}
-        kt = g["k"].dropna().unique() if "k" in g.columns else []
-        row["k_task"] = int(kt[0]) if len(kt) == 1 else None
-        ds = sorted(set(int(d) for d in g["depth"]))
-        row["depths"] = ",".join(map(str, ds))
-        row["n_runs"] = len(g)
-        try:
-            fit = fit_depth(g["depth"].to_numpy(float), g["param_norm2"].to_numpy(float),
-                            k=k, order=order)
-        except DataError as e:
-            row.update({"R0": math.nan, "R0_err": math.nan, "R1": math.nan,
-                        "R1_err": math.nan, "dof": 0, "sigma": math.nan,
-                        "note": f"skipped: {e}"})
-            if order == 2:
-                row.update({"R2": math.nan, "R2_err": math.nan})
-        else:
-            row.update({"R0": fit.R0, "R0_err": fit.R0_err, "R1": fit.R1,
-                        "R1_err": fit.R1_err})
-            if order == 2:
-                row.update({"R2": fit.R2, "R2_err": fit.R2_err})
-            row.update({"dof": fit.dof, "sigma": fit.sigma,
-                        "note": "" if fit.dof > 0 else "no residual dof: errors undefined"})
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    if out["note"].str.startswith("skipped").all():
-        groups = "; ".join(f"{r['task']} {r['model'] if 'model' in r else ''} depths "
-                           f"[{r['depths']}]" for r in rows)
-        raise DataError(f"no group of runs spans enough distinct depths to fit "
-                        f"(need >= {1 + order}): {groups}")
-    return out
-
-
 # --------------------------------------------------------------------------- bn rank
 
 
@@ -601,17 +500,15 @@ class BnRankEstimate:
     evidence: pd.DataFrame
 
 
-def _middle(n: int, middle: float) -> slice:
-    keep = max(1, min(n, math.ceil(middle * n - 1e-9)))
-    start = (n - keep) // 2
-    return slice(start, start + keep)
+def _middle(n: int) -> list[int]:
+    """0-based positions of :func:`bnstruct.conventions.middle_layers` among ``n`` layers."""
+    return [l - 1 for l in middle_layers(n)]
 
 
 def estimate_bn_rank(*, fit: DepthFit | None = None, slope: float | None = None,
                      slope_err: float | None = None,
                      representation_ranks: Sequence[float] | None = None,
-                     weight_singular_values: Sequence[Any] | None = None,
-                     middle: float = 0.5, near_one: tuple[float, float] = NEAR_ONE
+                     weight_singular_values: Sequence[Any] | None = None
                      ) -> BnRankEstimate:
     r"""Combine three measurements of the bottleneck rank ``k`` into one estimate.
 
@@ -619,24 +516,21 @@ def estimate_bn_rank(*, fit: DepthFit | None = None, slope: float | None = None,
 
     * ``fit`` (a free-slope :class:`DepthFit`) or ``slope`` (``slope_err`` optional): the
       depth slope :math:`R_0 = \lim \|\theta\|^2 / L`; vote ``round(slope)``.
-    * ``representation_ranks``: one (effective) rank per hidden layer, in layer order, of a
-      network's hidden representations; vote ``round(median)`` over the middle layers.
+    * ``representation_ranks``: one (effective) rank per layer ``l = 1..L``, in layer order,
+      of a network's representations (e.g. analyze's ``rep_erank_participation`` column);
+      vote ``round(median)`` over the middle layers.
     * ``weight_singular_values``: one array of singular values per weight matrix, in layer
-      order; per layer the count of singular values in ``near_one = (lo, hi)`` (default
-      :data:`NEAR_ONE` = ``(0.5, 2.0)``); vote ``round(median count)`` over the middle layers.
+      order; per layer the count in :data:`bnstruct.conventions.NEAR_ONE` (``[0.5, 2]``);
+      vote ``round(median count)`` over the middle layers.
 
-    "Middle layers" are the centered ``ceil(middle * n)`` of the ``n`` given (default half;
-    ``middle=1`` uses all): the bottleneck theory (section 3) is about most layers, and the
-    layers next to the input and output are higher-dimensional.
+    "Middle layers" of ``n`` given values are :func:`bnstruct.conventions.middle_layers`
+    ``(n)`` (``n/4 < l <= 3n/4``): the bottleneck theory (section 3) is about most layers,
+    and the layers next to the input and output are higher-dimensional.
 
     The estimate is the most common vote; ties go to the slope (the definition of
     :math:`R_0`), then representations, then weights. ``evidence`` shows every number.
     """
-    if not 0 < middle <= 1:
-        raise ConfigError(f"middle must be a fraction in (0, 1], got {middle!r}")
-    lo, hi = near_one
-    if not 0 <= lo < hi:
-        raise ConfigError(f"near_one must be (lo, hi) with 0 <= lo < hi, got {near_one!r}")
+    lo, hi = NEAR_ONE
     if fit is not None and slope is not None:
         raise ConfigError("give fit or slope, not both")
     if fit is not None:
@@ -658,12 +552,12 @@ def estimate_bn_rank(*, fit: DepthFit | None = None, slope: float | None = None,
         rr = np.asarray(representation_ranks, dtype=np.float64).ravel()
         if rr.size == 0 or not np.isfinite(rr).all():
             raise DataError("representation_ranks must be a non-empty list of finite numbers")
-        sl = _middle(rr.size, middle)
+        sl = _middle(rr.size)
         mid = rr[sl]
         rows.append({"source": "representation rank", "value": float(np.median(mid)),
                      "err": float(mid.max() - mid.min()) / 2,
                      "vote": int(round(float(np.median(mid)))),
-                     "layers": f"{sl.start + 1}..{sl.stop} of {rr.size}",
+                     "layers": f"{sl[0] + 1}..{sl[-1] + 1} of {rr.size}",
                      "detail": "middle-layer ranks " + str([round(float(v), 2) for v in mid])})
     if weight_singular_values is not None:
         counts = []
@@ -673,16 +567,16 @@ def estimate_bn_rank(*, fit: DepthFit | None = None, slope: float | None = None,
             if s.size == 0 or not np.isfinite(s).all():
                 raise DataError(f"weight_singular_values[{i}] must be a non-empty array of "
                                 "finite numbers")
-            counts.append(int(((s >= lo) & (s <= hi)).sum()))
+            counts.append(count_near_one(s))
         if not counts:
             raise DataError("weight_singular_values is empty: give one array per layer")
         c = np.asarray(counts, dtype=np.float64)
-        sl = _middle(c.size, middle)
+        sl = _middle(c.size)
         mid = c[sl]
         rows.append({"source": "weight singular values near 1", "value": float(np.median(mid)),
                      "err": float(mid.max() - mid.min()) / 2,
                      "vote": int(round(float(np.median(mid)))),
-                     "layers": f"{sl.start + 1}..{sl.stop} of {c.size}",
+                     "layers": f"{sl[0] + 1}..{sl[-1] + 1} of {c.size}",
                      "detail": f"counts in [{lo:g}, {hi:g}]: {[int(v) for v in mid]}"})
     if not rows:
         raise ConfigError("estimate_bn_rank needs at least one source: fit/slope, "

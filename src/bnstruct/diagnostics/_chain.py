@@ -1,11 +1,13 @@
 r"""A model seen as a chain of affine maps and elementwise piecewise-linear activations.
 
-Every fast diagnostic works on this view: weights ``W_l`` (``[n_l, n_{l-1}]``), biases
+Every structured diagnostic works on this view: weights ``W_l`` (``[n_l, n_{l-1}]``), biases
 ``b_l`` (or ``None``) and, after layer ``l``, a possibly empty tuple of activations
-(ReLU, LeakyReLU; ``nn.Identity`` is dropped). Supported models: :class:`bnstruct.MLP`,
-:class:`bnstruct.DeepLinear` and any ``nn.Sequential`` (nested ones are flattened) of
-``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU`` and ``nn.Identity`` that starts with a Linear.
-Anything else is a :class:`~bnstruct.errors.ConfigError` that names the module.
+(ReLU, LeakyReLU). The model is read by the one parser of the package,
+:func:`bnstruct.models._algebra.linear_chain` (the one rebalancing uses): :class:`bnstruct.MLP`,
+:class:`bnstruct.DeepLinear` and ``nn.Sequential`` containers, nested to any depth, of
+``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Identity`` and ``nn.Dropout`` (eval-mode
+semantics: Dropout and Identity are dropped). Anything else is a
+:class:`~bnstruct.errors.ConfigError` that names the module.
 
 With :math:`D_\ell = \mathrm{diag}(\sigma'(z_\ell))` the Jacobian is
 :math:`Jf(x) = D_L W_L D_{L-1} \cdots D_1 W_1` (``D_L = I`` unless the chain ends with an
@@ -25,12 +27,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..models import FeedForward
+from ..models._algebra import linear_chain
 
 __all__ = ["Chain", "Forward", "parse_chain", "check_X", "forward", "backward_factors",
            "is_chain"]
-
-_OK = "nn.Linear, nn.ReLU, nn.LeakyReLU and nn.Identity"
 
 
 @dataclass(frozen=True)
@@ -87,15 +87,6 @@ class Chain:
         return max([1.0] + [abs(a.slope) for acts in self.acts for a in acts])
 
 
-def _flatten(seq: nn.Sequential, prefix: str) -> Iterator[tuple[str, nn.Module]]:
-    for name, m in seq.named_children():
-        full = f"{prefix}{name}"
-        if isinstance(m, nn.Sequential):
-            yield from _flatten(m, full + ".")
-        else:
-            yield full, m
-
-
 def is_chain(model: nn.Module) -> bool:
     """Whether :func:`parse_chain` accepts ``model`` (without raising)."""
     try:
@@ -109,51 +100,14 @@ def parse_chain(model: nn.Module, dtype: torch.dtype | None = torch.float64) -> 
     """The chain view of ``model`` with parameters cast to ``dtype`` (``None``: keep).
 
     Raises :class:`ConfigError` naming the first unsupported module."""
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"expected a torch nn.Module, got {type(model).__name__}")
-    layers: list[nn.Linear] = []
-    names: list[str] = []
-    acts: list[list[_Act]] = []
-    if isinstance(model, FeedForward):
-        for i, lin in enumerate(model.layers):
-            layers.append(lin)
-            names.append(f"layers.{i}")
-            hidden = i < len(model.layers) - 1
-            acts.append([_Act(0.0)] if model.activation == "relu" and hidden else [])
-    elif isinstance(model, nn.Sequential):
-        for name, m in _flatten(model, ""):
-            if isinstance(m, nn.Linear):
-                layers.append(m)
-                names.append(name)
-                acts.append([])
-            elif isinstance(m, nn.ReLU | nn.LeakyReLU):
-                if not layers:
-                    raise ConfigError(
-                        f"nn.Sequential must start with nn.Linear; module {name!r} "
-                        f"({type(m).__name__}) comes first")
-                acts[-1].append(_Act(float(m.negative_slope) if isinstance(m, nn.LeakyReLU)
-                                     else 0.0))
-            elif isinstance(m, nn.Identity):
-                continue
-            else:
-                raise ConfigError(
-                    f"unsupported module {name!r} ({type(m).__name__}) in nn.Sequential: "
-                    f"layer-wise diagnostics handle {_OK} only")
-        if not layers:
-            raise ConfigError("the nn.Sequential has no nn.Linear layer")
-    else:
-        raise ConfigError(
-            f"unsupported model {type(model).__name__}: layer-wise diagnostics need "
-            f"bnstruct.MLP, bnstruct.DeepLinear or an nn.Sequential of {_OK}")
-    for prev, nxt, name in zip(layers[:-1], layers[1:], names[1:], strict=True):
-        if prev.out_features != nxt.in_features:
-            raise ConfigError(f"layer {name!r} expects {nxt.in_features} inputs but the "
-                              f"previous layer has {prev.out_features} outputs")
+    lc = linear_chain(model)
+    layers = lc.linears
     model_dtype = layers[0].weight.dtype
     cast = (lambda t: t.detach()) if dtype is None else (lambda t: t.detach().to(dtype))
     return Chain([cast(m.weight) for m in layers],
                  [None if m.bias is None else cast(m.bias) for m in layers],
-                 [tuple(a) for a in acts], names, model_dtype)
+                 [tuple(_Act(sl) for sl in acts) for acts in lc.slopes], list(lc.names),
+                 model_dtype)
 
 
 def check_X(X: torch.Tensor, d_in: int | None, dtype: torch.dtype | None,
@@ -210,9 +164,7 @@ def forward(chain: Chain, X: torch.Tensor) -> Forward:
     a, zs, ds = [X], [], []
     h = X
     for W, b, acts in zip(chain.weights, chain.biases, chain.acts, strict=True):
-        z = h @ W.T
-        if b is not None:
-            z = z + b
+        z = torch.nn.functional.linear(h, W, b)
         h, d = _activate(acts, z)
         zs.append(z)
         ds.append(d)

@@ -2,47 +2,28 @@ r"""Input Jacobians and their top-k pseudo-determinants."""
 
 from __future__ import annotations
 
-from collections import deque
-
 import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ._chain import backward_factors, check_X, forward, parse_chain
-from .reference import jacobian_reference
+from ._evaluation import Evaluation, log_pdet_from_svals
 
-__all__ = ["jacobian", "log_pdet", "generic_d_in"]
-
-
-def generic_d_in(model: nn.Module) -> int | None:
-    """``in_features`` of the first ``nn.Linear`` of a generic model (for error messages)."""
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            return m.in_features
-    return None
+__all__ = ["jacobian", "log_pdet"]
 
 
-@torch.no_grad()
-def jacobian(model: nn.Module, X: torch.Tensor, *, dtype: torch.dtype | None = torch.float64
-             ) -> torch.Tensor:
+def jacobian(model: nn.Module, X: torch.Tensor, *, dtype: torch.dtype | None = torch.float64,
+             implementation: str = "auto") -> torch.Tensor:
     r"""Input Jacobian :math:`Jf(x_i) = \partial f(x_i) / \partial x`, shape ``[N, d_out, d_in]``.
 
-    For chains (:class:`bnstruct.MLP`, :class:`bnstruct.DeepLinear`, ``nn.Sequential`` of
-    Linear/ReLU/LeakyReLU/Identity) it is :math:`G_1 W_1` with the backward recursion
-    ``G_L = D_L``, ``G_{l-1} = G_l W_l D_{l-1}`` (cost O(N d_out sum n_l n_{l-1})); any other
-    model falls back to ``torch.func.vmap(jacrev)``. Computed in ``dtype`` (float64 default;
-    ``None`` keeps the model's dtype). At ReLU kinks the derivative is autograd's (0).
+    ``implementation="structured"`` (chains: :class:`bnstruct.MLP`, :class:`bnstruct.DeepLinear`,
+    nested ``nn.Sequential`` of Linear/ReLU/LeakyReLU/Identity/Dropout): :math:`G_1 W_1` with
+    the backward recursion ``G_L = D_L``, ``G_{l-1} = G_l W_l D_{l-1}`` (cost
+    O(N d_out sum n_l n_{l-1})); ``"autodiff"``: ``torch.func.vmap(jacrev)`` on the model in
+    eval mode; ``"auto"`` (default): structured for chains, autodiff otherwise. Computed in
+    ``dtype`` (float64 default; ``None`` keeps the model's dtype). At ReLU kinks the
+    derivative is autograd's (0).
     """
-    from ._chain import is_chain
-
-    if not is_chain(model):
-        X = check_X(X, generic_d_in(model), dtype or next(model.parameters()).dtype)
-        return jacobian_reference(model, X, dtype)
-    chain = parse_chain(model, dtype)
-    X = check_X(X, chain.d_in, chain.dtype, chain.weights[0].device)
-    fw = forward(chain, X)
-    (_, G1), = deque(backward_factors(chain, fw), maxlen=1)  # run the recursion to G_1
-    return G1 @ chain.weights[0]
+    return Evaluation(model, X, dtype=dtype, implementation=implementation).jacobian
 
 
 def log_pdet(J: torch.Tensor, k: int, *, rtol: float | None = None) -> torch.Tensor:
@@ -63,9 +44,4 @@ def log_pdet(J: torch.Tensor, k: int, *, rtol: float | None = None) -> torch.Ten
         raise DataError("J has non-finite values (NaN/inf)")
     if k == 0:
         return torch.zeros(J.shape[:-2], dtype=J.dtype, device=J.device)
-    s = torch.linalg.svdvals(J)
-    tol = (max(m, n) * torch.finfo(J.dtype).eps) if rtol is None else rtol
-    top = s[..., :k]
-    out = top.clamp_min(torch.finfo(J.dtype).tiny).log().sum(-1)
-    deficient = top[..., -1] <= tol * s[..., 0]
-    return torch.where(deficient, torch.full_like(out, -float("inf")), out)
+    return log_pdet_from_svals(torch.linalg.svdvals(J), k, (m, n), rtol)

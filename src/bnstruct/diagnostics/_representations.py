@@ -1,22 +1,18 @@
-r"""Hidden representations recorded by forward hooks."""
+r"""Hidden representations of a chain, from the one stored forward pass."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ._chain import check_X, parse_chain
+from ._evaluation import Evaluation
 
 __all__ = ["representations"]
 
 
-@torch.no_grad()
-def representations(model: nn.Module, X: torch.Tensor, *, pre: bool = False
-                    ) -> list[torch.Tensor]:
-    r"""Representation of every layer, recorded by forward hooks during ``model(X)``.
+def representations(model: nn.Module, X: torch.Tensor, *, pre: bool = False,
+                    dtype: torch.dtype | None = torch.float64) -> list[torch.Tensor]:
+    r"""Representation of every layer of a chain on the points ``X`` (``[N, d_in]``).
 
     Returns ``L`` tensors; entry ``l-1`` (layer ``l = 1..L``) has shape ``[N, n_l]``:
 
@@ -25,35 +21,12 @@ def representations(model: nn.Module, X: torch.Tensor, *, pre: bool = False
       are applied) and the network output :math:`f(x)` for ``l = L``;
     - ``pre=True``: the pre-activations :math:`z_\ell = W_\ell a_{\ell-1} + b_\ell`.
 
-    Computed in the model's own dtype and device (``X`` is cast to them). Works for
-    :class:`bnstruct.MLP`, :class:`bnstruct.DeepLinear` and ``nn.Sequential`` chains of
-    Linear / ReLU / LeakyReLU / Identity; any other module raises a ``ConfigError`` naming it.
+    Computed, like every measurement, in the compute dtype ``dtype`` (float64 default) from
+    the chain cast to it (``None``: the model's own dtype), with eval-mode semantics (Dropout
+    is the identity). Works for :class:`bnstruct.MLP`, :class:`bnstruct.DeepLinear` and nested
+    ``nn.Sequential`` chains of Linear / ReLU / LeakyReLU / Identity / Dropout; any other
+    module raises a ``ConfigError`` naming it.
     """
-    chain = parse_chain(model, dtype=None)
-    p = next(model.parameters())
-    X = check_X(X, chain.d_in, p.dtype, p.device)
-    modules = dict(model.named_modules())
-    ins: dict[int, list[torch.Tensor]] = {i: [] for i in range(chain.depth)}
-    outs: dict[int, list[torch.Tensor]] = {i: [] for i in range(chain.depth)}
-    handles = []
-
-    def hook(i: int) -> Any:
-        def h(_m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            ins[i].append(args[0].detach())
-            outs[i].append(out.detach())
-        return h
-
-    try:
-        for i, name in enumerate(chain.names):
-            handles.append(modules[name].register_forward_hook(hook(i)))
-        y = model(X)
-    finally:
-        for hd in handles:
-            hd.remove()
-    for i, name in enumerate(chain.names):
-        if len(ins[i]) != 1:
-            raise ConfigError(f"layer {name!r} ran {len(ins[i])} times in one forward pass: "
-                              "shared layers are not supported")
-    if pre:
-        return [outs[i][0] for i in range(chain.depth)]
-    return [ins[i][0] for i in range(1, chain.depth)] + [y.detach()]
+    ev = Evaluation(model, X, dtype=dtype)
+    ev.require_chain()
+    return ev.representations(pre)

@@ -20,7 +20,7 @@ def weight_spectra(model: nn.Module, *, dtype: torch.dtype | None = torch.float6
 
     Returns a list of ``L`` tensors; entry ``l-1`` holds :math:`s_1(W_\ell) \ge \dots \ge
     s_r(W_\ell)`, ``r = min(n_l, n_{l-1})``, computed in ``dtype`` (float64 by default).
-    Biases are not included. Accepts the models of :func:`bnstruct.representations`.
+    Biases are not included. Accepts the chains of :func:`bnstruct.representations`.
     """
     chain = parse_chain(model, dtype)
     return [torch.linalg.svdvals(W) for W in chain.weights]

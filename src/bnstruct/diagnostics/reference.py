@@ -1,5 +1,7 @@
-r"""Brute-force ``torch.func`` references: the fallback for generic models and the ground truth
-of the tests (float64 on tiny nets).
+r"""Brute-force ``torch.func`` references: the ground truth of the tests (float64 on tiny nets)
+and the baselines of :mod:`bnstruct.bench`. Production code never imports this module (a test
+checks it); its own ``torch.func`` path is :mod:`bnstruct.diagnostics._autodiff`, written
+independently, so a test comparing the two compares two implementations.
 
 They differentiate ``model`` through :func:`torch.func.functional_call` with its parameters
 cast to ``dtype``, so they work for any module whose forward maps ``[N, d_in] -> [N, d_out]``

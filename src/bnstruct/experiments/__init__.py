@@ -1,14 +1,13 @@
-"""One module per claim of the paper (THEORY section 6). Each module has ``NAME``,
-``STATEMENT``, ``CONFIGS`` (a frozen config per mode: ``smoke`` | ``quick`` | ``full``) and
-three functions that :func:`run_experiment` chains:
+"""One module per claim of the paper (THEORY section 6), each implementing the
+:class:`~bnstruct.experiments._protocol.Experiment` protocol: ``NAME``, ``KIND``
+(``"claim"`` | ``"finding"``), ``CONFIGS`` (a frozen config per mode: ``smoke`` | ``quick`` |
+``full``), ``statement(cfg)``, ``plan(cfg)``, ``measure(cfg, runs, *, memo=None)``,
+``verdict(measured, cfg)`` and ``figures(measured, figdir)``.
 
-- ``measure(ctx, cfg) -> result``: training through the run store (reusing finished runs),
-  then the measurements;
-- ``verdict(result, cfg=None) -> Claim``: measured, expected, tolerance, passed (pure: the
-  tests feed it synthetic results that violate the claim);
-- ``figure(result, figdir) -> list[Path]``.
-
-Claims 2-5 (and 7) read the same composite depth sweep, so they share its runs.
+Claims 2-5 (and 7) read the same composite depth sweep: their plans list identical run
+configs (trained once) and they share the measurements of its nets through the memo.
+:func:`bnstruct.report.reproduce` plans every selected claim, trains all runs in one
+:func:`bnstruct.executors.execute` call, then measures each claim.
 """
 
 from __future__ import annotations
@@ -16,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 from ..errors import ConfigError
+from ..executors import execute
 from . import (
     bound,
     digits,
@@ -30,16 +30,18 @@ from . import (
     symmetry,
     weight_spectra,
 )
-from ._common import MODES, Claim, Context
+from ._common import MODES, Claim, Memo
+from ._protocol import Experiment
 
-__all__ = ["EXPERIMENTS", "Claim", "Context", "MODES", "run_experiment", "get_config"]
+__all__ = ["EXPERIMENTS", "Experiment", "Claim", "Memo", "MODES", "get_config",
+           "run_experiment"]
 
-EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in (
+EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (
     linear, norm_vs_depth, weight_spectra, representation_rank, bound, learning_rate,
     narrow_minima, symmetry, digits)}
 
 
-def get_config(name: str, mode: str) -> object:
+def get_config(name: str, mode: str) -> Any:
     """The frozen config of experiment ``name`` in ``mode``."""
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}: choose from {', '.join(EXPERIMENTS)}")
@@ -48,14 +50,17 @@ def get_config(name: str, mode: str) -> object:
     return EXPERIMENTS[name].CONFIGS[mode]
 
 
-def run_experiment(name: str, mode: str, ctx: Context) -> Claim:
-    """Run one experiment to its verdict; ``seconds`` is its wall time (training included,
-    or loading when the store already holds its runs)."""
+def run_experiment(name: str, mode: str, store: str | Path, figdir: str | Path, *,
+                   device: str = "cpu", memo: Memo | None = None) -> Claim:
+    """Plan, train (or reuse from ``store``), measure and judge one experiment; ``seconds``
+    is its wall time. Errors propagate (``reproduce`` turns them into ``Claim.error``)."""
     cfg = get_config(name, mode)
-    Path(ctx.figdir).mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     mod = EXPERIMENTS[name]
-    res = mod.measure(ctx, cfg)
-    claim = mod.verdict(res, cfg)
-    figures = tuple(str(p) for p in mod.figure(res, ctx.figdir))
-    return dataclasses.replace(claim, figures=figures, seconds=time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    configs = [dataclasses.replace(c, device=device) for c in mod.plan(cfg)]
+    runs = execute(configs, store)
+    measured = mod.measure(cfg, runs, memo=memo)
+    claim = mod.verdict(measured, cfg)
+    Path(figdir).mkdir(parents=True, exist_ok=True)
+    figs = tuple(str(p) for p in mod.figures(measured, Path(figdir)))
+    return dataclasses.replace(claim, figures=figs, seconds=time.perf_counter() - t0)

@@ -1,49 +1,49 @@
-r"""What every experiment shares: the :class:`Claim` record, the mode names, training through
-the store, and the per-layer measurements several claims read from the same runs.
+r"""What every experiment shares: the :class:`Claim` record, the mode names, the planned run
+configs, the explicit per-reproduce :class:`Memo`, and the composite depth sweep that claims
+2-5 (and 7) read.
 
-Conventions (THEORY sections 1 and 3):
+Conventions (THEORY sections 1 and 3; defined once in :mod:`bnstruct.conventions`):
 
 - ``lam`` multiplies :math:`\|\theta\|^2` (biases included); PyTorch's ``weight_decay = 2 lam``.
 - Training runs in float32 (speed); every measurement is taken in float64 on the stored weights.
-- Representations are the post-ReLU activations :math:`a_\ell` of the training inputs; their
-  *effective rank* is the participation ratio of the singular values of the **centered**
-  matrix :math:`a_\ell - \bar a_\ell` (the dimension of the variation; a constant offset
-  carries no information about ``x``). The uncentered spectrum is recorded too.
-- "Middle layers" are the weight matrices ``W_l`` with ``L/4 < l <= 3L/4`` (rounded so that at
-  least one layer is kept), away from the input and output layers.
+- The per-layer table of a net is :func:`bnstruct.analyze`'s ``layers`` (``near_one``: the count
+  in :data:`~bnstruct.conventions.NEAR_ONE`; ``middle``:
+  :func:`~bnstruct.conventions.middle_layers`; ``rep_erank_participation`` /
+  ``rep_erank_threshold`` / ``rep_rank_numerical``: ranks of the **centered**
+  representation). Experiments only add their own columns (:data:`OWN_LAYER_COLUMNS`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .._io import jsonable
 from ..config import ModelSpec, RunConfig
 from ..errors import BnstructError, ConfigError
-from ..store import Run, run
+from ..store import Run
 from ..tasks import TaskSpec
 from ..training import Stage, default_recipe
 
-__all__ = ["Claim", "Mode", "MODES", "Context", "train_run", "layer_table", "middle_layers",
-           "SweepConfig", "sweep_runs", "loglog_fit", "NEAR_ONE", "SMALL", "REP_RANK_METHOD"]
+__all__ = ["Claim", "Kind", "Mode", "MODES", "Memo", "run_config", "task_spec",
+           "require_status", "net_layers", "OWN_LAYER_COLUMNS", "SweepConfig", "SweepResult",
+           "SWEEPS", "sweep_plan", "sweep_measure", "loglog_fit", "mean_se", "fmt_mean_se"]
 
 Mode = Literal["smoke", "quick", "full"]
 MODES: tuple[str, ...] = ("smoke", "quick", "full")
+Kind = Literal["claim", "finding"]
+T = TypeVar("T")
 
-#: a weight singular value counts as "near 1" when it lies in [1/NEAR_ONE_FACTOR, NEAR_ONE_FACTOR]
-NEAR_ONE = (0.5, 2.0)
-#: ... and as "small" when below this (absolute; at L -> inf they are O(L^-1/2))
-SMALL = 0.5
-#: effective-rank method used for representations (participation ratio of centered spectra)
-REP_RANK_METHOD = "participation"
+#: columns an experiment adds to :func:`bnstruct.analyze`'s per-layer table (:func:`net_layers`)
+OWN_LAYER_COLUMNS = ("run", "depth", "seed", "k", "mean_align",
+                     "rep_erank_participation_uncentered")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class Claim:
     ``measured``/``expected``/``tolerance`` are short human-readable strings (the table);
     ``values`` holds the numbers behind them (JSON-safe). ``kind`` is ``"claim"`` (pass/fail
     against the paper) or ``"finding"`` (reported, passes when it ran to a verdict).
+    ``error`` is set (and ``passed`` is False) when the experiment crashed before a verdict:
+    that is an error of the pipeline, reported as such, never a failed claim.
     """
 
     name: str
@@ -64,122 +66,93 @@ class Claim:
     seconds: float = 0.0
     figures: tuple[str, ...] = ()
     values: dict[str, Any] = field(default_factory=dict, compare=False)
-    kind: Literal["claim", "finding"] = "claim"
+    kind: Kind = "claim"
     note: str = ""
+    error: str | None = None
+
+    @classmethod
+    def crashed(cls, name: str, statement: str, kind: Kind, exc: BaseException,
+                seconds: float = 0.0) -> Claim:
+        """The record of an experiment that raised ``exc`` before its verdict."""
+        return cls(name, statement, measured="-", expected="-", tolerance="-", passed=False,
+                   seconds=seconds, kind=kind, error=f"{type(exc).__name__}: {exc}")
+
+    @property
+    def outcome(self) -> str:
+        """``error`` | ``pass`` | ``FAIL`` | ``reported`` (a finding that ran)."""
+        if self.error is not None:
+            return "error"
+        if self.kind == "finding":
+            return "reported" if self.passed else "FAIL"
+        return "pass" if self.passed else "FAIL"
 
     def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON-safe dict. Non-finite numbers in ``values`` become ``null``; the
+        ``nonfinite`` entry lists where and what they were (``{"values.nets.c1": "1 inf"}``)."""
         d = asdict(self)
         d["figures"] = list(self.figures)
-        d["values"] = _json_safe(self.values)
-        return d
+        d["nonfinite"] = _nonfinite(self.values, "values")
+        d["values"] = jsonable(self.values)
+        return jsonable(d)
 
 
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, np.ndarray | torch.Tensor):
-        return _json_safe(np.asarray(v).tolist())
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    return v
+def _nonfinite(v: Any, path: str) -> dict[str, str]:
+    """Where ``v`` holds NaN / +-inf: ``{path: "2 NaN, 1 -inf"}`` (list indices dropped)."""
+    out: dict[str, dict[str, int]] = {}
+
+    def walk(x: Any, p: str) -> None:
+        if isinstance(x, dict):
+            for k, y in x.items():
+                walk(y, f"{p}.{k}")
+        elif isinstance(x, list | tuple):
+            for y in x:
+                walk(y, p)
+        elif isinstance(x, np.ndarray | torch.Tensor):
+            walk(np.asarray(x.detach().cpu() if torch.is_tensor(x) else x).tolist(), p)
+        elif isinstance(x, float | np.floating) and not math.isfinite(float(x)):
+            word = "NaN" if math.isnan(float(x)) else ("inf" if x > 0 else "-inf")
+            c = out.setdefault(p, {})
+            c[word] = c.get(word, 0) + 1
+
+    walk(v, path)
+    return {p: ", ".join(f"{n} {w}" for w, n in c.items()) for p, c in out.items()}
 
 
-@dataclass(frozen=True)
-class Context:
-    """Where an experiment writes: ``store`` (run directories), ``figdir`` (PNG files),
-    ``device`` for training (``auto | cpu | cuda``), and an optional progress callback
-    ``progress(message)`` called before each training run."""
+class Memo:
+    """Measurements shared by the experiments of one ``reproduce`` call (e.g. claims 2-5 read
+    the same sweep nets): an explicit object passed to ``measure``, never a module global."""
 
-    store: Path
-    figdir: Path
-    device: str = "cpu"
-    progress: Callable[[str], None] | None = None
+    def __init__(self) -> None:
+        self._d: dict[Hashable, Any] = {}
 
-    def note(self, msg: str) -> None:
-        if self.progress is not None:
-            self.progress(msg)
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The value stored under ``key``, computed by ``compute()`` on first use."""
+        if key not in self._d:
+            self._d[key] = compute()
+        return self._d[key]  # type: ignore[no-any-return]
 
-
-def train_run(ctx: Context, task: TaskSpec, model: ModelSpec, stages: Sequence[Stage], *,
-              seed: int = 0, dtype: str = "float32", allow_diverged: bool = False) -> Run:
-    """Train (or reuse from ``ctx.store``) one run; a diverged run is an error unless
-    ``allow_diverged``."""
-    cfg = RunConfig(task=task, model=model, stages=tuple(stages), seed=seed, dtype=dtype,
-                    device=ctx.device, log_every=250, checkpoint_every=None)
-    ctx.note(f"{task.name} {model.kind} L={model.depth}")
-    r = run(cfg, ctx.store, resume=True, progress=False)
-    if r.status != "completed" and not (allow_diverged and r.status == "diverged"):
-        raise BnstructError(f"run {r.path} ended {r.status}: the experiment's recipe is "
-                            "unstable for this configuration")
-    return r
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 def task_spec(name: str, **kwargs: Any) -> TaskSpec:
     return TaskSpec(name, tuple(sorted(kwargs.items())))
 
 
-def middle_layers(L: int) -> list[int]:
-    """1-based indices ``l`` of the middle weight matrices: ``L/4 < l <= 3L/4``."""
-    lo, hi = int(math.floor(L / 4)) + 1, int(math.floor(3 * L / 4))
-    if hi < lo:
-        lo = hi = (L + 1) // 2
-    return list(range(lo, hi + 1))
+def run_config(task: TaskSpec, model: ModelSpec, stages: Sequence[Stage], *, seed: int = 0,
+               dtype: str = "float32") -> RunConfig:
+    """The run config of one planned training run (float32, logged every 250 steps, no
+    intermediate checkpoints; ``device`` is the caller's to set, it is not in the digest)."""
+    return RunConfig(task=task, model=model, stages=tuple(stages), seed=seed, dtype=dtype,
+                     log_every=250, checkpoint_every=None)
 
 
-def _pr(s: torch.Tensor) -> float:
-    from ..diagnostics import effective_rank
-
-    return effective_rank(s, method=REP_RANK_METHOD)
-
-
-@torch.no_grad()
-def layer_table(model: torch.nn.Module, X: torch.Tensor, k: int, *, n_sv: int = 6
-                ) -> pd.DataFrame:
-    """One row per weight matrix ``W_l`` (``l = 1..L``) of ``model`` (float64):
-
-    ``s1..s{n_sv}`` (singular values of ``W_l``), ``n_near_1`` (count in :data:`NEAR_ONE`),
-    ``s_k1`` (:math:`s_{k+1}`), ``mean_align`` (:math:`|\\cos|` between the right singular
-    vector of :math:`s_{k+1}` and the mean of the layer's input :math:`\\bar a_{\\ell-1}`:
-    near 1 when the extra direction carries the constant offset), ``rep_rank`` and
-    ``rep_rank_uncentered`` of the representation :math:`a_\\ell` handed on by layer ``l``
-    (participation ratio; ``l = L`` is the output), ``rep_rank_threshold`` (number of singular
-    values of the centered representation above 0.1 of the largest: secondary evidence, no
-    verdict uses it), ``middle`` (bool).
-    """
-    from ..diagnostics import effective_rank, representations, weight_spectra
-
-    m64 = _to64(model)
-    X = X.to(torch.float64)
-    spectra = weight_spectra(m64)
-    reps = representations(m64, X)
-    ins = [X, *reps[:-1]]
-    L = len(spectra)
-    mids = set(middle_layers(L))
-    rows = []
-    for l, (s, W, a_in, a_out) in enumerate(zip(spectra, _weights(m64), ins, reps,
-                                               strict=True), start=1):
-        row: dict[str, Any] = {"depth": L, "layer": l, "middle": l in mids,
-                               "fro2": float(s.pow(2).sum())}
-        for i in range(n_sv):
-            row[f"s{i + 1}"] = float(s[i]) if i < s.numel() else 0.0
-        row["n_near_1"] = int(((s >= NEAR_ONE[0]) & (s <= NEAR_ONE[1])).sum())
-        row["s_k1"] = float(s[k]) if k < s.numel() else 0.0
-        mu = a_in.mean(0)
-        if k < min(W.shape) and float(mu.norm()) > 0:
-            Vh = torch.linalg.svd(W, full_matrices=False).Vh
-            row["mean_align"] = float((Vh[k] @ mu).abs() / mu.norm())
-        else:
-            row["mean_align"] = float("nan")
-        sv_c = torch.linalg.svdvals(a_out - a_out.mean(0))
-        row["rep_rank"] = _pr(sv_c)
-        row["rep_rank_uncentered"] = _pr(torch.linalg.svdvals(a_out))
-        row["rep_rank_threshold"] = effective_rank(sv_c, "threshold")
-        rows.append(row)
-    return pd.DataFrame(rows)
+def require_status(runs: Sequence[Run], allowed: tuple[str, ...] = ("completed",)) -> None:
+    """Raise :class:`BnstructError` naming the first run whose status is not ``allowed``."""
+    for r in runs:
+        if r.status not in allowed:
+            raise BnstructError(f"run {r.path} ended {r.status}: the experiment's recipe is "
+                                "unstable for this configuration")
 
 
 def _to64(model: torch.nn.Module) -> torch.nn.Module:
@@ -190,15 +163,58 @@ def _to64(model: torch.nn.Module) -> torch.nn.Module:
     return m
 
 
-def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
+@torch.no_grad()
+def _own_columns(model: torch.nn.Module, X: torch.Tensor, k: int) -> pd.DataFrame:
+    r"""Per layer: ``mean_align`` (:math:`|\cos|` between the right singular vector of
+    :math:`s_{k+1}(W_\ell)` and the mean of the layer's input :math:`\bar a_{\ell-1}`: near 1
+    when the extra direction carries the constant offset of the post-ReLU representation;
+    NaN when ``W_l`` has no ``(k+1)``-th value or the mean is 0) and
+    ``rep_erank_participation_uncentered`` (participation ratio of the *uncentered*
+    representation, for comparison with analyze's centered one). Float64."""
+    from ..conventions import effective_rank
+    from ..diagnostics import representations
     from ..models import linear_layers
 
-    return [lin.weight.detach() for lin in linear_layers(model)]
+    m64 = _to64(model)
+    X64 = X.to(torch.float64)
+    reps = representations(m64, X64)
+    rows = []
+    for lin, a_in, a_out in zip(linear_layers(m64), [X64, *reps[:-1]], reps, strict=True):
+        W = lin.weight.detach()
+        mu = a_in.mean(0)
+        align = math.nan
+        if k < min(W.shape) and float(mu.norm()) > 0:
+            Vh = torch.linalg.svd(W, full_matrices=False).Vh
+            align = float((Vh[k] @ mu).abs() / mu.norm())
+        rows.append({"mean_align": align, "rep_erank_participation_uncentered":
+                     effective_rank(torch.linalg.svdvals(a_out), "participation")})
+    return pd.DataFrame(rows)
+
+
+def net_layers(run: Run, k: int) -> tuple[pd.DataFrame, Any]:
+    """``(layers, analysis)`` of one trained net: ``analysis = bnstruct.analyze(run.model,
+    run.task.X, k, ntk=False)`` (exactly what ``bnstruct analyze`` shows for the run) and its
+    ``layers`` table with :data:`OWN_LAYER_COLUMNS` added (``run``: the run directory's name)."""
+    from ..diagnostics import analyze
+
+    a = analyze(run.model, run.task.X, k, ntk=False)
+    own = _own_columns(run.model, run.task.X, k)
+    lay = a.layers.copy()
+    for i, (col, val) in enumerate((("run", run.path.name), ("depth", run.config.model.depth),
+                                    ("seed", run.config.seed), ("k", k))):
+        lay.insert(i, col, val)
+    for col in own.columns:
+        lay[col] = own[col].to_numpy()
+    return lay, a
+
+
+# --------------------------------------------------------------------------- the depth sweep
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A depth sweep of ReLU MLPs on one task with one recipe (shared by claims 2-5).
+    """A depth sweep of ReLU MLPs on one task with one recipe (shared by claims 2-5), one net
+    per (depth, seed).
 
     ``steps`` is the default recipe's total; deeper nets get ``steps_per_layer`` more steps
     per layer beyond ``depths[0]`` (deep nets converge slower)."""
@@ -211,40 +227,123 @@ class SweepConfig:
     lr: float = 1.5e-3
     steps: int = 6000
     steps_per_layer: int = 0
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
         if len(set(self.depths)) < 2:
             raise ConfigError(f"a depth sweep needs >= 2 distinct depths, got {self.depths}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct and non-empty, got {self.seeds}")
 
     @property
     def k(self) -> int:
         return int(dict(self.task_kwargs).get("k", 2))
 
+    @property
+    def task_spec(self) -> TaskSpec:
+        return TaskSpec(self.task, tuple(sorted(self.task_kwargs)))
+
     def stages(self, L: int) -> tuple[Stage, ...]:
         extra = max(0, L - min(self.depths)) * self.steps_per_layer
         return default_recipe(self.lam, self.steps + extra, self.lr)
 
-
-def sweep_runs(ctx: Context, sw: SweepConfig) -> list[Run]:
-    """Train (or reuse) one run per depth of ``sw``, in depth order."""
-    spec = TaskSpec(sw.task, tuple(sorted(sw.task_kwargs)))
-    return [train_run(ctx, spec, ModelSpec("mlp", sw.width, L), sw.stages(L), seed=sw.seed)
-            for L in sorted(sw.depths)]
-
-
-def timed(fn: Callable[[], Claim]) -> Claim:
-    """Run ``fn`` and stamp the wall time on its claim."""
-    import dataclasses
-
-    t0 = time.perf_counter()
-    c = fn()
-    return dataclasses.replace(c, seconds=time.perf_counter() - t0)
+    def describe(self) -> str:
+        """One line for statements and notes, generated from the config."""
+        return (f"{self.task} (k = {self.k}), ReLU MLPs of width {self.width} at depths "
+                f"{', '.join(map(str, sorted(self.depths)))}, {len(self.seeds)} seed(s) each, "
+                f"lam = {self.lam:g}, Adam lr {self.lr:g}, {self.steps} steps"
+                + (f" + {self.steps_per_layer} per layer beyond L = {min(self.depths)}"
+                   if self.steps_per_layer else ""))
 
 
-def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def sweep_plan(sw: SweepConfig) -> list[RunConfig]:
+    """One run per (depth, seed), depth-major (ascending depth, then the seeds in order)."""
+    return [run_config(sw.task_spec, ModelSpec("mlp", sw.width, L), sw.stages(L), seed=s)
+            for L in sorted(sw.depths) for s in sw.seeds]
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Measurements of a depth sweep.
+
+    ``nets``: one row per net (run, depth, seed, param_norm2, rel_fit, rel_test_error,
+    c1 = param_norm2 - kL, log_pdet2_max / log_pdet2_median of 2 log|Jf(x)|_k over the
+    training points, min_slack of the bottleneck inequality at k; from analyze's summary);
+    ``layers``: every net's :func:`net_layers` table, concatenated; ``bound``: one row per
+    (net, point) of :func:`bnstruct.bottleneck_bound`; ``spectra``: run name -> the full
+    singular values of each ``W_l`` (analyze's ``weight_spectra``)."""
+
+    k: int
+    nets: pd.DataFrame
+    layers: pd.DataFrame
+    bound: pd.DataFrame
+    spectra: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.nets.groupby("depth")["seed"].nunique().min()) if len(self.nets) else 0
+
+
+def _measure_net(run: Run, k: int) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame,
+                                             list[np.ndarray]]:
+    from ..diagnostics import bottleneck_bound
+
+    lay, a = net_layers(run, k)
+    s = a.summary
+    b = bottleneck_bound(run.model, run.task.X, k)
+    b.insert(0, "depth", run.config.model.depth)
+    b.insert(1, "seed", run.config.seed)
+    fin = run.summary["final"]
+    net = {"run": run.path.name, "depth": run.config.model.depth, "seed": run.config.seed,
+           "param_norm2": s["param_norm2"], "rel_fit": fin.get("rel_fit"),
+           "rel_test_error": fin.get("rel_test_error"), "c1": s["bound_c1"],
+           "log_pdet2_max": s["log_pdet2_max"], "log_pdet2_median": s["log_pdet2_median"],
+           "min_slack": s["bound_slack_min"], "seconds": run.summary.get("seconds")}
+    return net, lay, b, list(a.weight_spectra)
+
+
+def sweep_measure(sw: SweepConfig, runs: Sequence[Run], *, memo: Memo | None = None
+                  ) -> SweepResult:
+    """Measure every net of the sweep (``runs``: :func:`sweep_plan`'s runs, in its order).
+    Each net is measured once per ``memo`` (claims 2-5 share them through it)."""
+    require_status(runs)
+    memo = memo if memo is not None else Memo()
+    k = sw.k
+    parts = [memo.get(("sweep-net", str(r.path.resolve()), k), partial(_measure_net, r, k))
+             for r in runs]
+    nets = pd.DataFrame([p[0] for p in parts])
+    return SweepResult(k, nets, pd.concat([p[1] for p in parts], ignore_index=True),
+                       pd.concat([p[2] for p in parts], ignore_index=True),
+                       {p[0]["run"]: p[3] for p in parts})
+
+
+#: the composite depth sweep shared by claims 2-5, per mode.
+#: quick (unit-scale data, E||x||^2 = E||y||^2 = 1): lam 0.01 gives middle layers with exactly
+#: 2 singular values near 1 and s_3 ~ 0.01-0.05 at every depth 8..20, c1 = norm2 - 2L ~ 15-17
+#: constant, relative train error 4-6%; lam 0.005 fits better (1.5-2.5%) but leaves s_3 ~ 0.1-0.8
+#: over half of the middle window (not converged in this budget; L = 8 has 3 values near 1).
+#: Six depths for the two depth fits (claims 2, 3); deeper nets get 250 more steps per layer.
+#: Seeds: 3 per depth in quick and full (every verdict reads every net; per-depth numbers are
+#: mean ± standard error over seeds), 2 in smoke (exercises the path). Seed 0's run configs
+#: are the one-seed sweep's (same digests: earlier stores are reused).
+SWEEPS: dict[str, SweepConfig] = {
+    "smoke": SweepConfig(task_kwargs=(("k", 2), ("n_train", 64)), depths=(3, 4, 5), width=16,
+                         steps=300, seeds=(0, 1)),
+    "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam=0.01, steps=6000,
+                         steps_per_layer=250, seeds=(0, 1, 2)),
+    "full": SweepConfig(task_kwargs=(("k", 2), ("n_train", 1000)), depths=(8, 12, 16, 20, 25, 30),
+                        width=200, lam=2e-3, steps=40000, steps_per_layer=1000,
+                        seeds=(0, 1, 2)),
+}
+
+
+# --------------------------------------------------------------------------- small statistics
+
+
+def loglog_fit(x: Any, y: Any) -> tuple[float, float]:
     """Least-squares slope of log y against log x and its standard error (nan with < 2
-    points, one distinct x or y <= 0; the error is nan with < 3 points)."""
+    points, one distinct x or y <= 0; the error is nan with < 3 points). Repeated x (seeds)
+    are fine."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.size < 2 or np.any(y <= 0) or np.unique(x).size < 2:
         return float("nan"), float("nan")
@@ -257,74 +356,16 @@ def loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(b), float(se)
 
 
-def fmt(x: float, nd: int = 3) -> str:
-    """Compact number formatting for the claims table."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return str(x)
-    return f"{x:.{nd}g}"
+def mean_se(v: Any) -> tuple[float, float]:
+    """Mean and standard error of the mean (``std(ddof=1) / sqrt(n)``; nan for n < 2)."""
+    a = np.asarray(v, dtype=float).ravel()
+    if a.size == 0:
+        return float("nan"), float("nan")
+    se = float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else float("nan")
+    return float(a.mean()), se
 
 
-@dataclass(frozen=True)
-class SweepResult:
-    """Measurements of a depth sweep: ``nets`` one row per net (depth, param_norm2, rel_fit,
-    rel_test_error, c1 = param_norm2 - kL, max/median 2 log|Jf(x)|_k over the training points,
-    min_slack of the bottleneck inequality at k), ``layers`` the concatenated
-    :func:`layer_table` of every net, ``bound`` one row per (net, point) of
-    :func:`bnstruct.bottleneck_bound`."""
-
-    k: int
-    nets: pd.DataFrame
-    layers: pd.DataFrame
-    bound: pd.DataFrame
-
-
-_SWEEP_CACHE: dict[tuple[str, SweepConfig], SweepResult] = {}
-
-
-def sweep_measure(ctx: Context, sw: SweepConfig) -> SweepResult:
-    """Train (or reuse) the sweep and measure every net once per process (cached)."""
-    from ..diagnostics import bottleneck_bound
-
-    key = (str(Path(ctx.store).resolve()), sw)
-    if key in _SWEEP_CACHE:
-        return _SWEEP_CACHE[key]
-    k = sw.k
-    nets, layers, bounds = [], [], []
-    for r in sweep_runs(ctx, sw):
-        L = r.config.model.depth
-        X = r.task.X.to(torch.float64)
-        m64 = _to64(r.model)
-        layers.append(layer_table(m64, X, k))
-        b = bottleneck_bound(m64, X, k)
-        b.insert(0, "depth", L)
-        bounds.append(b)
-        fin = r.summary["final"]
-        lp = b["log_pdet2"].to_numpy()
-        lp = lp[np.isfinite(lp)]
-        nets.append({"depth": L, "param_norm2": float(b["param_norm2"].iloc[0]),
-                     "rel_fit": fin.get("rel_fit"), "rel_test_error": fin.get("rel_test_error"),
-                     "c1": float(b["c1"].iloc[0]),
-                     "log_pdet2_max": float(lp.max()) if lp.size else float("-inf"),
-                     "log_pdet2_median": float(np.median(lp)) if lp.size else float("-inf"),
-                     "min_slack": float(np.nanmin(b["slack"].to_numpy())),
-                     "seconds": r.summary.get("seconds")})
-    res = SweepResult(k, pd.DataFrame(nets), pd.concat(layers, ignore_index=True),
-                      pd.concat(bounds, ignore_index=True))
-    _SWEEP_CACHE[key] = res
-    return res
-
-
-#: the composite depth sweep shared by claims 2-5, per mode.
-#: quick (unit-scale data, E||x||^2 = E||y||^2 = 1): lam 0.01 gives middle layers with exactly
-#: 2 singular values near 1 and s_3 ~ 0.01-0.05 at every depth 8..20, c1 = norm2 - 2L ~ 15-17
-#: constant, relative train error 4-6%; lam 0.005 fits better (1.5-2.5%) but leaves s_3 ~ 0.1-0.8
-#: over half of the middle window (not converged in this budget; L = 8 has 3 values near 1).
-#: Six depths for the two depth fits (claims 2, 3); deeper nets get 250 more steps per layer.
-SWEEPS = {
-    "smoke": SweepConfig(task_kwargs=(("k", 2), ("n_train", 64)), depths=(3, 4, 5), width=16,
-                         steps=300),
-    "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam=0.01, steps=6000,
-                         steps_per_layer=250),
-    "full": SweepConfig(task_kwargs=(("k", 2), ("n_train", 1000)), depths=(8, 12, 16, 20, 25, 30),
-                        width=200, lam=2e-3, steps=40000, steps_per_layer=1000),
-}
+def fmt_mean_se(v: Any, spec: str = ".3g") -> str:
+    """``"m ± se"`` over seeds, or ``"m"`` for one seed."""
+    m, se = mean_se(v)
+    return f"{m:{spec}}" if not math.isfinite(se) else f"{m:{spec}} ± {se:{spec}}"

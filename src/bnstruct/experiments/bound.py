@@ -1,28 +1,44 @@
 r"""Claim 5 (`bound`): the bottleneck inequality of THEORY 3 holds with non-negative slack for
-every trained net and every training point; ``c1 = param_norm2 - kL`` is reported per depth
-(the theory's regime is ``c1 = O(1)``)."""
+every trained net (every depth and seed) and every training point; ``c1 = param_norm2 - kL``
+is reported per depth, mean ± standard error over seeds (the theory's regime is
+``c1 = O(1)``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ._common import SWEEPS, Claim, SweepConfig, SweepResult, sweep_measure
+from ..config import RunConfig
+from ..store import Run
+from ._common import SWEEPS, Claim, Kind, Memo, SweepConfig, SweepResult, fmt_mean_se, sweep_measure
+from ._common import sweep_plan as _sweep_plan
 
 NAME = "bound"
-STATEMENT = ("the inequality of THEORY 3 holds with non-negative slack for every trained net "
-             "and data point; its slack and c1 = param_norm2 - kL are reported per depth")
+KIND: Kind = "claim"
 #: float64 round-off allowed on the slack, relative to param_norm2
 ROUNDOFF = 1e-9
 
-
 #: the shared composite depth sweep (claims 2-5 read the same runs and measurements)
 CONFIGS = SWEEPS
-measure = sweep_measure
 
 
-def verdict(res: SweepResult, cfg: SweepConfig | None = None) -> Claim:
+def statement(cfg: SweepConfig) -> str:
+    return (f"on {cfg.describe()}: the inequality of THEORY 3 holds with non-negative slack for "
+            "every trained net and data point; its slack and c1 = param_norm2 - kL are "
+            "reported per depth")
+
+
+def plan(cfg: SweepConfig) -> list[RunConfig]:
+    return _sweep_plan(cfg)
+
+
+def measure(cfg: SweepConfig, runs: Sequence[Run], *, memo: Memo | None = None) -> SweepResult:
+    return sweep_measure(cfg, runs, memo=memo)
+
+
+def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
     b = res.bound
     sl = b["slack"].to_numpy(dtype=float)
     scale = b["param_norm2"].to_numpy(dtype=float)
@@ -30,21 +46,21 @@ def verdict(res: SweepResult, cfg: SweepConfig | None = None) -> Claim:
     worst = float(np.nanmin(sl)) if finite.any() else float("nan")
     ok = bool(finite.any() and np.all(sl[finite] >= -ROUNDOFF * scale[finite]))
     nets = res.nets.sort_values("depth")
-    per = ", ".join(f"L={int(r.depth)}: c1={r.c1:.1f}, min slack {r.min_slack:.2f}"
-                    for r in nets.itertuples())
+    per = ", ".join(f"L={int(L)}: c1={fmt_mean_se(g['c1'], '.1f')}, min slack "
+                    f"{float(g['min_slack'].min()):.2f}" for L, g in nets.groupby("depth"))
     return Claim(
-        NAME, STATEMENT,
-        measured=f"min slack {worst:.3g} over {int(finite.sum())} (net, point) pairs; {per}",
+        NAME, statement(cfg),
+        measured=(f"min slack {worst:.3g} over {int(finite.sum())} (net, point) pairs of "
+                  f"{len(nets)} nets; {per}"),
         expected="slack >= 0 everywhere; c1 = O(1)",
         tolerance=f"slack >= -{ROUNDOFF:g} * param_norm2 (float64 round-off)",
-        passed=ok,
+        passed=ok, kind=KIND,
         values={"k": res.k, "min_slack": worst, "n_points": int(finite.sum()),
                 "n_infinite": int((~finite).sum()), "nets": nets.to_dict("list")},
         note="points where rank Jf(x) < k have an infinite right side and are not counted")
 
 
-def figure(res: SweepResult, figdir: Path) -> list[Path]:
+def figures(res: SweepResult, figdir: Path) -> list[Path]:
     from .. import plots
 
     return [plots.bound_figure(res.bound, res.nets, res.k, figdir / "bound.png")]
-

@@ -8,6 +8,7 @@ deep linear net is such a factorization of its end-to-end matrix ``A = W_L ... W
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,14 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import ModelSpec
+from ..config import ModelSpec, RunConfig
+from ..models import DeepLinear
+from ..store import Run
 from ..training import Stage
-from ._common import Claim, Context, task_spec, train_run
+from ._common import Claim, Kind, Memo, require_status, run_config, task_spec
 
 NAME = "linear"
-STATEMENT = ("trained deep linear nets reach linear_cost of their end-to-end matrix (within "
-             "1%) and every layer's nonzero singular values are s_i^(1/L) (within 2%), at >= 3 "
-             "depths")
+KIND: Kind = "claim"
 COST_RTOL = 0.01
 SV_RTOL = 0.02
 MIN_DEPTHS = 3
@@ -57,6 +58,21 @@ CONFIGS = {
 }
 
 
+def statement(cfg: Config) -> str:
+    return (f"deep linear nets (width {cfg.width}, depths {', '.join(map(str, cfg.depths))}, "
+            f"a rank-{cfg.k} task in {cfg.d} dimensions, lam = {cfg.lam:g}) trained with L2 reach "
+            f"linear_cost of their end-to-end matrix (within {100 * COST_RTOL:g}%) and every "
+            f"layer's nonzero singular values are s_i^(1/L) (within {100 * SV_RTOL:g}%), at "
+            f">= {MIN_DEPTHS} depths")
+
+
+def plan(cfg: Config) -> list[RunConfig]:
+    """One deep linear net per depth."""
+    spec = task_spec("linear", k=cfg.k, d_in=cfg.d, d_out=cfg.d, n_train=cfg.n_train)
+    return [run_config(spec, ModelSpec("linear", cfg.width, L), cfg.stages(), seed=cfg.seed)
+            for L in cfg.depths]
+
+
 @dataclass(frozen=True)
 class Result:
     """``depths``: one row per net (depth, param_norm2, linear_cost, cost_rel_err, rank);
@@ -66,14 +82,15 @@ class Result:
     layers: pd.DataFrame
 
 
-def measure(ctx: Context, cfg: Config) -> Result:
+def measure(cfg: Config, runs: Sequence[Run], *, memo: Memo | None = None) -> Result:
     from ..theory import linear_cost
 
-    spec = task_spec("linear", k=cfg.k, d_in=cfg.d, d_out=cfg.d, n_train=cfg.n_train)
+    require_status(runs)
     drows, lrows = [], []
-    for L in cfg.depths:
-        r = train_run(ctx, spec, ModelSpec("linear", cfg.width, L), cfg.stages(), seed=cfg.seed)
+    for r in runs:
+        L = r.config.model.depth
         m = r.model.to(torch.float64)
+        assert isinstance(m, DeepLinear), f"run {r.path} is not a deep linear net"
         A = m.end_to_end().numpy()
         s = np.linalg.svd(A, compute_uv=False)
         rank = int((s > RANK_RTOL * s[0]).sum())
@@ -95,7 +112,7 @@ def measure(ctx: Context, cfg: Config) -> Result:
     return Result(pd.DataFrame(drows), pd.DataFrame(lrows))
 
 
-def verdict(res: Result, cfg: Config | None = None) -> Claim:
+def verdict(res: Result, cfg: Config) -> Claim:
     d, lay = res.depths, res.layers
     nz = lay[lay["predicted"] > 0]
     worst_cost = float(d["cost_rel_err"].max()) if len(d) else float("nan")
@@ -104,7 +121,7 @@ def verdict(res: Result, cfg: Config | None = None) -> Claim:
     passed = bool(n_depths >= MIN_DEPTHS and worst_cost <= COST_RTOL and worst_sv <= SV_RTOL)
     per = ", ".join(f"L={int(r.depth)}: {100 * r.cost_rel_err:.2g}%" for r in d.itertuples())
     return Claim(
-        NAME, STATEMENT,
+        NAME, statement(cfg), kind=KIND,
         measured=(f"worst |norm2 - cost|/cost {100 * worst_cost:.3g}% ({per}); worst layer "
                   f"singular value error {100 * worst_sv:.3g}% over {n_depths} depths"),
         expected="norm2 = L sum s_i^(2/L); s_i(W_l) = s_i(A)^(1/L)",
@@ -115,7 +132,7 @@ def verdict(res: Result, cfg: Config | None = None) -> Claim:
                 "worst_sv_rel_err": worst_sv})
 
 
-def figure(res: Result, figdir: Path) -> list[Path]:
+def figures(res: Result, figdir: Path) -> list[Path]:
     from .. import plots
 
     return [plots.linear_cost_figure(res.depths, res.layers, figdir / "linear_cost.png")]

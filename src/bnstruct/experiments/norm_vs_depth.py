@@ -1,50 +1,67 @@
 r"""Claim 2 (`norm-vs-depth`): :math:`\|\theta\|^2` of trained ReLU nets grows linearly in
 ``L`` with slope :math:`R_0 \approx` ``Rank_BN`` of the task (THEORY 2, prediction 2); the
-intercept estimates :math:`R_1`, which bounds :math:`2 \log|Jf(x)|_k` at data points."""
+intercept estimates :math:`R_1`, which bounds :math:`2 \log|Jf(x)|_k` at data points.
+
+The fit is ordinary least squares over every net of the sweep (all depths and seeds), so its
+standard errors include the seed-to-seed spread."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import SWEEPS, Claim, SweepConfig, SweepResult, sweep_measure
+from ..config import RunConfig
+from ..store import Run
+from ._common import SWEEPS, Claim, Kind, Memo, SweepConfig, SweepResult, fmt_mean_se, sweep_measure
+from ._common import sweep_plan as _sweep_plan
 
 NAME = "norm-vs-depth"
-STATEMENT = ("on composite (k = 2) at >= 4 depths, the fitted slope R0_hat of param_norm2 "
-             "against L satisfies |R0_hat - k| <= 0.5; the intercept R1_hat is reported next to "
-             "max_x 2 log|Jf(x)|_k of each net")
+KIND: Kind = "claim"
 SLOPE_TOL = 0.5
 MIN_DEPTHS = 4
 
-
 #: the shared composite depth sweep (claims 2-5 read the same runs and measurements)
 CONFIGS = SWEEPS
-measure = sweep_measure
 
 
-def verdict(res: SweepResult, cfg: SweepConfig | None = None) -> Claim:
+def statement(cfg: SweepConfig) -> str:
+    return (f"on {cfg.describe()}: the slope R0_hat of param_norm2 against L, fitted over every "
+            f"net, satisfies |R0_hat - k| <= {SLOPE_TOL:g} (>= {MIN_DEPTHS} depths); the "
+            "intercept R1_hat is reported next to max_x 2 log|Jf(x)|_k of each net")
+
+
+def plan(cfg: SweepConfig) -> list[RunConfig]:
+    return _sweep_plan(cfg)
+
+
+def measure(cfg: SweepConfig, runs: Sequence[Run], *, memo: Memo | None = None) -> SweepResult:
+    return sweep_measure(cfg, runs, memo=memo)
+
+
+def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
     from ..theory import fit_depth
 
-    nets = res.nets.sort_values("depth")
+    nets = res.nets.sort_values(["depth", "seed"] if "seed" in res.nets else "depth")
     n_depths = int(nets["depth"].nunique())
     fit = fit_depth(nets["depth"], nets["param_norm2"])
-    lp = ", ".join(f"L={int(r.depth)}: {r.log_pdet2_max:.2f}" for r in nets.itertuples())
+    lp = ", ".join(f"L={int(L)}: {fmt_mean_se(g['log_pdet2_max'], '.2f')}"
+                   for L, g in nets.groupby("depth"))
     passed = bool(n_depths >= MIN_DEPTHS and abs(fit.R0 - res.k) <= SLOPE_TOL)
     return Claim(
-        NAME, STATEMENT,
+        NAME, statement(cfg),
         measured=(f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} over depths "
-                  f"{[int(d) for d in nets['depth']]}; R1_hat = {fit.R1:.1f} ± {fit.R1_err:.1f} "
-                  f"vs max 2log|Jf|_k ({lp})"),
+                  f"{sorted(int(d) for d in nets['depth'].unique())} ({len(nets)} nets); "
+                  f"R1_hat = {fit.R1:.1f} ± {fit.R1_err:.1f} vs max 2log|Jf|_k ({lp})"),
         expected=f"R0 = k = {res.k}; R1 >= 2 log|Jf(x)|_k",
         tolerance=f"|R0_hat - k| <= {SLOPE_TOL:g}, >= {MIN_DEPTHS} depths",
-        passed=passed,
+        passed=passed, kind=KIND,
         values={"R0": fit.R0, "R0_err": fit.R0_err, "R1": fit.R1, "R1_err": fit.R1_err,
                 "k": res.k, "nets": nets.to_dict("list")})
 
 
-def figure(res: SweepResult, figdir: Path) -> list[Path]:
+def figures(res: SweepResult, figdir: Path) -> list[Path]:
     from .. import plots
     from ..theory import fit_depth
 
     fit = fit_depth(res.nets["depth"], res.nets["param_norm2"])
     return [plots.norm_vs_depth_figure(res.nets, fit, res.k, figdir / "norm_vs_depth.png")]
-

@@ -4,7 +4,8 @@ has effective rank 2, is invariant under those rotations, and its coordinates de
 two invariants (THEORY 1, prediction 8).
 
 - Bottleneck layer: the hidden layer (``l < L``) among the middle layers with the smallest
-  effective rank (participation ratio of the centered representation on training inputs).
+  ``rep_erank_participation`` in :func:`bnstruct.analyze`'s table (participation ratio of the
+  centered representation on the training inputs; middle: ``L/4 < l <= 3L/4``).
 - Invariance: held-out inputs rotated about the axis by a uniform random angle per point;
   relative change :math:`\|a(Rx) - a(x)\|_F / \|a(x) - \bar a\|_F`. The same for a Haar
   random rotation of :math:`\mathbb R^3` (which changes the invariants) for comparison.
@@ -15,6 +16,7 @@ two invariants (THEORY 1, prediction 8).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import ModelSpec
+from ..config import ModelSpec, RunConfig
+from ..store import Run
 from ..training import default_recipe
-from ._common import Claim, Context, _to64, layer_table, task_spec, train_run
+from ._common import Claim, Kind, Memo, _to64, net_layers, require_status, run_config, task_spec
 
 NAME = "symmetry"
-STATEMENT = ("on symmetry the bottleneck layer's representation has effective rank 2, is "
-             "invariant under rotations about the symmetry axis (relative change <= 5%, versus "
-             "a random rotation of the input space for comparison), and its coordinates "
-             "determine the two invariants (held-out R^2 >= 0.9 with a simple regressor)")
+KIND: Kind = "claim"
+RANK = "rep_erank_participation"
 RANK_TOL = 0.5
 MAX_CHANGE = 0.05
 MIN_R2 = 0.9
@@ -50,6 +51,21 @@ class Config:
 CONFIGS = {"smoke": Config(depth=4, width=16, n_train=64, steps=300),
            "quick": Config(),
            "full": Config(depth=25, width=200, n_train=1000, lam=5e-3, steps=60000)}
+
+
+def statement(cfg: Config) -> str:
+    return (f"on symmetry (a ReLU MLP of depth {cfg.depth}, width {cfg.width}) the bottleneck "
+            f"layer's representation has effective rank (participation ratio, centered) 2 within "
+            f"{RANK_TOL:g}, is invariant under rotations about the symmetry axis (relative change "
+            f"<= {100 * MAX_CHANGE:g}%, versus a random rotation of the input space for "
+            "comparison), and its coordinates determine the two invariants (held-out R^2 >= "
+            f"{MIN_R2:g} with a 10-nearest-neighbour regressor)")
+
+
+def plan(cfg: Config) -> list[RunConfig]:
+    return [run_config(task_spec("symmetry", n_train=cfg.n_train),
+                       ModelSpec("mlp", cfg.width, cfg.depth),
+                       default_recipe(cfg.lam, cfg.steps), seed=cfg.seed)]
 
 
 @dataclass(frozen=True)
@@ -80,21 +96,20 @@ def _rot_haar(n: int, g: torch.Generator) -> torch.Tensor:
     return Q
 
 
-def measure(ctx: Context, cfg: Config) -> Result:
+def measure(cfg: Config, runs: Sequence[Run], *, memo: Memo | None = None) -> Result:
     from sklearn.neighbors import KNeighborsRegressor
 
     from ..diagnostics import representations
 
-    spec = task_spec("symmetry", n_train=cfg.n_train)
-    r = train_run(ctx, spec, ModelSpec("mlp", cfg.width, cfg.depth),
-                  default_recipe(cfg.lam, cfg.steps), seed=cfg.seed)
+    require_status(runs)
+    (r,) = runs
     m = _to64(r.model)
     X, Xt = r.task.X.to(torch.float64), r.task.X_test.to(torch.float64)
-    layers = layer_table(m, X, 2)
+    layers, _ = net_layers(r, 2)
     hidden = layers[(layers["layer"] < cfg.depth) & layers["middle"]]
     if hidden.empty:
         hidden = layers[layers["layer"] < cfg.depth]
-    best = hidden.loc[hidden["rep_rank"].idxmin()]
+    best = hidden.loc[hidden[RANK].idxmin()]
     l = int(best["layer"])
 
     def rep(Z: torch.Tensor) -> torch.Tensor:
@@ -116,20 +131,21 @@ def measure(ctx: Context, cfg: Config) -> Result:
                      / ((inv_t[:, j] - inv_t[:, j].mean()) ** 2).sum()) for j in range(2))
     ac = a - a.mean(0)
     V = torch.linalg.svd(ac, full_matrices=False).Vh[:2]
-    return Result(layers, l, float(best["rep_rank"]), ch_axis, ch_rand, (r2[0], r2[1]),
+    return Result(layers, l, float(best[RANK]), ch_axis, ch_rand, (r2[0], r2[1]),
                   (ac @ V.T).numpy(), inv_t)
 
 
-def verdict(res: Result, cfg: Config | None = None) -> Claim:
+def verdict(res: Result, cfg: Config) -> Claim:
     rank_ok = abs(res.rank - 2) <= RANK_TOL
     inv_ok = res.change_axis <= MAX_CHANGE
     r2_ok = min(res.r2) >= MIN_R2
     values: dict[str, Any] = {"layer": res.layer, "rank": res.rank,
                               "change_axis": res.change_axis, "change_random": res.change_random,
                               "r2_r": res.r2[0], "r2_x3": res.r2[1], "rank_ok": rank_ok,
-                              "invariance_ok": inv_ok, "r2_ok": r2_ok}
+                              "invariance_ok": inv_ok, "r2_ok": r2_ok,
+                              "layers": res.layers.to_dict("list")}
     return Claim(
-        NAME, STATEMENT,
+        NAME, statement(cfg), kind=KIND,
         measured=(f"layer {res.layer}: effective rank {res.rank:.2f}; change under axis "
                   f"rotations {100 * res.change_axis:.1f}% (random rotations "
                   f"{100 * res.change_random:.1f}%); held-out R^2 r {res.r2[0]:.3f}, "
@@ -140,7 +156,7 @@ def verdict(res: Result, cfg: Config | None = None) -> Claim:
         passed=bool(rank_ok and inv_ok and r2_ok), values=values)
 
 
-def figure(res: Result, figdir: Path) -> list[Path]:
+def figures(res: Result, figdir: Path) -> list[Path]:
     from .. import plots
 
     return [plots.symmetry_figure(res.pca, res.invariants, res.layer, res.layers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -58,6 +59,11 @@ class FeedForward(nn.Module):
         self.reset_parameters(seed)
 
     @property
+    def linears(self) -> list[nn.Linear]:
+        """The ``nn.Linear`` layers ``[layer_1, ..., layer_L]`` (typed view of ``layers``)."""
+        return [cast(nn.Linear, m) for m in self.layers]
+
+    @property
     def depth(self) -> int:
         """Number of weight matrices ``L``."""
         return len(self.layers)
@@ -84,7 +90,7 @@ class FeedForward(nn.Module):
         gen = None
         if seed is not None:
             gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        for lin in self.layers:
+        for lin in self.linears:
             w = torch.randn(lin.weight.shape, generator=gen, dtype=torch.float64)
             lin.weight.copy_(w * math.sqrt(self.gain / lin.in_features))
             if lin.bias is not None:
@@ -92,7 +98,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[N, d_in]`` -> ``[N, d_out]``."""
-        *hidden, last = self.layers
+        *hidden, last = self.linears
         for lin in hidden:
             x = lin(x)
             if self.activation == "relu":
@@ -101,10 +107,10 @@ class FeedForward(nn.Module):
 
     def weights(self) -> list[torch.Tensor]:
         """``[W_1, ..., W_L]`` (live parameters, shapes ``[n_l, n_{l-1}]``)."""
-        return [lin.weight for lin in self.layers]
+        return [lin.weight for lin in self.linears]
 
     def biases(self) -> list[torch.Tensor | None]:
-        return [lin.bias for lin in self.layers]
+        return [lin.bias for lin in self.linears]
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}"

@@ -26,7 +26,8 @@ class DeepLinear(FeedForward):
     def end_to_end(self) -> torch.Tensor:
         """The product ``A = W_L ... W_1``, shape ``[d_out, d_in]``."""
         with torch.no_grad():
-            A = self.layers[0].weight
-            for lin in self.layers[1:]:
+            first, *rest = self.linears
+            A = first.weight
+            for lin in rest:
                 A = lin.weight @ A
             return A.clone()

@@ -1,0 +1,85 @@
+"""Every registered experiment implements the protocol: ``NAME``, ``KIND``, ``CONFIGS`` per
+mode, ``statement(cfg)``, ``plan(cfg) -> list[RunConfig]`` (pure: nothing trains, nothing is
+written), ``measure(cfg, runs, *, memo=None)``, ``verdict(measured, cfg) -> Claim``,
+``figures(measured, figdir)``; and no module keeps a process-global cache."""
+
+from __future__ import annotations
+
+import inspect
+from unittest import mock
+
+import pytest
+
+from bnstruct.config import RunConfig
+from bnstruct.experiments import EXPERIMENTS, MODES, get_config
+
+PARAMS = {
+    "statement": ["cfg"],
+    "plan": ["cfg"],
+    "measure": ["cfg", "runs", "memo"],
+    "verdict": ["measured", "cfg"],
+    "figures": ["measured", "figdir"],
+}
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_experiment_implements_the_protocol(name, tmp_path, monkeypatch):
+    mod = EXPERIMENTS[name]
+    assert mod.NAME == name and mod.KIND in ("claim", "finding")
+    assert set(mod.CONFIGS) == set(MODES)
+    for fn, want in PARAMS.items():
+        sig = inspect.signature(getattr(mod, fn))
+        got = list(sig.parameters)
+        assert len(got) == len(want), (name, fn, got)
+        if fn == "measure":
+            assert sig.parameters[got[2]].kind is inspect.Parameter.KEYWORD_ONLY
+            assert sig.parameters[got[2]].default is None
+    assert not hasattr(mod, "STATEMENT") and not hasattr(mod, "figure")  # the v1 names are gone
+
+    def no_training(*a, **k):
+        raise AssertionError("plan must not train")
+    monkeypatch.chdir(tmp_path)
+    with mock.patch("bnstruct.store.run", no_training), \
+            mock.patch("bnstruct.training.train", no_training):
+        for mode in MODES:
+            cfg = get_config(name, mode)
+            plan = mod.plan(cfg)
+            assert plan and all(isinstance(c, RunConfig) for c in plan)
+            assert [c.digest() for c in mod.plan(cfg)] == [c.digest() for c in plan]  # pure
+            st = mod.statement(cfg)
+            assert isinstance(st, str) and len(st) > 20
+    assert list(tmp_path.iterdir()) == []  # planning wrote nothing
+
+
+def test_no_process_global_cache():
+    from bnstruct.experiments import _common
+
+    assert not hasattr(_common, "_SWEEP_CACHE")
+    for mod in [_common, *EXPERIMENTS.values()]:
+        for attr, v in vars(mod).items():
+            if isinstance(v, dict) and attr.lower().endswith("cache"):
+                pytest.fail(f"{mod.__name__}.{attr} is a module-level cache")
+
+
+def test_sweep_claims_share_identical_run_configs():
+    for mode in MODES:
+        plans = [[c.default_name() for c in EXPERIMENTS[n].plan(get_config(n, mode))]
+                 for n in ("norm-vs-depth", "weight-spectra", "representation-rank", "bound")]
+        assert all(p == plans[0] for p in plans)
+        sw = get_config("bound", mode)
+        assert len(plans[0]) == len(sw.depths) * len(sw.seeds)
+        narrow = EXPERIMENTS["narrow-minima"].plan(get_config("narrow-minima", mode))
+        assert narrow[0].default_name() in plans[0]  # the rank-k net is the sweep's
+
+
+def test_seed_zero_runs_keep_their_digests():
+    """The quick sweep's seed-0 runs are the one-seed sweep's (stores made before seeds were
+    added are reused): digests pinned from that sweep."""
+    sw = get_config("bound", "quick")
+    seed0 = {c.model.depth: c.digest() for c in EXPERIMENTS["bound"].plan(sw) if c.seed == 0}
+    assert seed0 == PINNED_QUICK_SEED0
+
+
+#: digests of the quick sweep's runs before seeds were added (from its run directory names)
+PINNED_QUICK_SEED0: dict[int, str] = {8: "93b903f32e", 10: "62649630dc", 12: "9193bb2b45",
+                                       14: "1955b8e447", 16: "66c24b34ee", 20: "1e1d8f0392"}
