@@ -1,6 +1,7 @@
 """The Ray executor, against a real local Ray instance (2 CPUs, no dashboard)."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ def hook(tmp_path_factory):
     d = tmp_path_factory.mktemp("hook")
     os.environ[TEST_HOOK] = str(d)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level="warning")
+             logging_level=logging.WARNING)
     yield d
     ray.shutdown()
     os.environ.pop(TEST_HOOK, None)

@@ -10,7 +10,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -266,10 +266,10 @@ def sweep_cmd(
         tid = bar.add_task("sweep", total=len(configs))
         failed: dict[str, str] = {}
         try:
-            runs_ = execute(configs, out_dir, progress=lambda c: bar.advance(tid),
-                            workers=workers, max_batch=max_batch, executor=executor,
-                            address=address, cpus_per_task=cpus_per_task,
-                            gpus_per_task=gpus_per_task)
+            runs_: list[Any] = execute(
+                configs, out_dir, progress=lambda c: bar.advance(tid), workers=workers,
+                max_batch=max_batch, executor=executor, address=address,
+                cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
         except ExecutionFailed as e:  # the others finished: table with the errors
             failed = e.errors
             runs_ = [e.runs.get(c.default_name()) or _FailedRun(c, e.errors[c.default_name()])

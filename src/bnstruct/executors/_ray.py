@@ -19,6 +19,7 @@ Ray is optional (``pip install 'bnstruct[ray]'``); this module imports it only w
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -110,11 +111,11 @@ def run_ray(batches: list[list[RunConfig]], root: Path, done: dict[str, Run],
     if not ray.is_initialized():
         if address is None:
             ray.init(address="local", num_cpus=available_cores(), include_dashboard=False,
-                     log_to_driver=False, logging_level="warning")
+                     log_to_driver=False, logging_level=logging.WARNING)
             started = True
         else:
             try:
-                ray.init(address=address, log_to_driver=False, logging_level="warning")
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ConfigError(f"cannot join the Ray cluster at {address!r}: "
                                   f"{_one_line(e)}") from None
