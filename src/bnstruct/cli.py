@@ -10,7 +10,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -91,6 +91,9 @@ def train(
     log_every: Annotated[int, typer.Option(help="history row every N steps")] = 100,
     checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps")] = 1000,
     quiet: Annotated[bool, typer.Option(help="no progress bar; print one line")] = False,
+    wait: Annotated[bool, typer.Option(
+        help="if another process is training this run, wait for it (default: error)")
+                    ] = False,
 ) -> None:
     """Train one L2-regularized network and store it as a run directory."""
     from .store import run
@@ -104,7 +107,7 @@ def train(
     if data is None:
         cfg.task.build()  # a task option its builder rejects fails before anything is written
     r = run(cfg, out_dir, name=name, resume=resume, progress=False if quiet else None,
-            task=the_task)
+            task=the_task, wait=wait)
     out.print(_run_line(r), highlight=False, soft_wrap=True)
     if r.status == "interrupted":
         err.print(f"interrupted at step {r.summary['step']}: continue with the same command "
@@ -145,6 +148,18 @@ def _grid_opt(help_text: str) -> object:
     return typer.Option(help=help_text + " (one value, a comma list, or lo-hi for integers)")
 
 
+_EXECUTOR = typer.Option(help="local (worker processes) | ray (Ray tasks; see --address)")
+_ADDRESS = typer.Option(help="Ray cluster to join: auto | ray://HOST:10001 | HOST:6379 "
+                             "(default: start a local Ray instance)")
+_CPUS = typer.Option(help="CPUs per Ray task (one task = one batch)")
+_GPUS = typer.Option(help="GPUs per Ray task (fractional: 0.25 = four tasks per GPU)")
+
+
+def _ray_line(executor: str, address: str | None) -> str:
+    return (" as Ray tasks" + (f" on {address}" if address else " on a local Ray instance")
+            if executor == "ray" else "")
+
+
 @app.command("sweep")
 def sweep_cmd(
     spec: Annotated[Path | None, typer.Option(
@@ -182,6 +197,10 @@ def sweep_cmd(
                        ] = None,
     max_batch: Annotated[int, typer.Option(help="at most N networks per batch")] = 64,
     dry_run: Annotated[bool, typer.Option(help="list the runs, train nothing")] = False,
+    executor: Annotated[str, _EXECUTOR] = "local",
+    address: Annotated[str | None, _ADDRESS] = None,
+    cpus_per_task: Annotated[float, _CPUS] = 1.0,
+    gpus_per_task: Annotated[float, _GPUS] = 0.0,
 ) -> None:
     """Train a grid of runs (batched, in parallel), reusing those the store already has.
 
@@ -199,6 +218,7 @@ def sweep_cmd(
     )
 
     from .executors import execute, plan_batches, worker_plan
+    from .executors._ray import ExecutionFailed
     from .store import _check_writable, finished
     from .sweep import grid, load_spec
 
@@ -212,6 +232,12 @@ def sweep_cmd(
     options.update({kk: v for kk, v in given.items() if v is not None})
     if max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "ray":
+        from .executors._ray import require_ray
+
+        require_ray()
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     points = grid(options)
@@ -221,7 +247,9 @@ def sweep_cmd(
     batches = plan_batches(todo, out_dir, max_batch=max_batch) if todo else []
     n_workers, threads = worker_plan(len(batches), workers)
     plan = (f"{len(configs)} run(s): {len(reused)} in the store, {len(todo)} to train in "
-            f"{len(batches)} batch(es) on {n_workers} worker(s) x {threads} thread(s)")
+            + (f"{len(batches)} batch(es) on {n_workers} worker(s) x {threads} thread(s)"
+               if executor == "local" else f"{len(batches)} batch(es)"
+               + _ray_line(executor, address)))
     if dry_run:
         out.print(plan, highlight=False)
         for c in configs:
@@ -236,8 +264,16 @@ def sweep_cmd(
                    console=err, disable=not err.is_terminal, transient=True)
     with bar:
         tid = bar.add_task("sweep", total=len(configs))
-        runs_ = execute(configs, out_dir, progress=lambda c: bar.advance(tid),
-                        workers=workers, max_batch=max_batch)
+        failed: dict[str, str] = {}
+        try:
+            runs_: list[Any] = execute(
+                configs, out_dir, progress=lambda c: bar.advance(tid), workers=workers,
+                max_batch=max_batch, executor=executor, address=address,
+                cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+        except ExecutionFailed as e:  # the others finished: table with the errors
+            failed = e.errors
+            runs_ = [e.runs.get(c.default_name()) or _FailedRun(c, e.errors[c.default_name()])
+                     for c in configs]
     seconds = time.perf_counter() - t0
     varying = [n for n in points[0].values if len({repr(p.values[n]) for p in points}) > 1]
     t = Table(title=f"sweep into {out_dir}: {len(configs) - len(reused)} ran, {len(reused)} "
@@ -256,6 +292,21 @@ def sweep_cmd(
     out.print(t)
     if any(r.status == "interrupted" for r in runs_):
         raise typer.Exit(130)
+    if failed:
+        err.print(f"{len(failed)} run(s) failed (see the table); the others are in the store",
+                  highlight=False)
+        raise typer.Exit(1)
+
+
+class _FailedRun:
+    """Stands for a run whose task failed in sweep's final table."""
+
+    def __init__(self, config: object, error: str) -> None:
+        from pathlib import PurePath
+
+        self.path = PurePath(config.default_name())  # type: ignore[attr-defined]
+        self.status = f"[red]failed: {error}[/]"
+        self.summary: dict[str, object] = {"final": {}, "seconds": 0.0}
 
 
 @app.command("runs")
@@ -782,6 +833,10 @@ def reproduce_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="output directory (runs, figures, "
                                           "claims.json/md, report.html)")] = Path("reproduce"),
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "cpu",
+    executor: Annotated[str, _EXECUTOR] = "local",
+    address: Annotated[str | None, _ADDRESS] = None,
+    cpus_per_task: Annotated[float, _CPUS] = 1.0,
+    gpus_per_task: Annotated[float, _GPUS] = 0.0,
 ) -> None:
     """Reproduce the paper's claims: a claims table with measured numbers, figures and an
     HTML report. Every claim's training runs are planned first and trained together, then
@@ -803,6 +858,12 @@ def reproduce_cmd(
         raise ConfigError("choose at most one of --quick, --full, --smoke")
     mode = "full" if full else "smoke" if smoke else "quick"
     resolve_device(device)
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "ray":
+        from .executors._ray import require_ray
+
+        require_ray()
     names = list(only) if only else list(EXPERIMENTS)
     bad = [n for n in names if n not in EXPERIMENTS]
     if bad:
@@ -815,7 +876,9 @@ def reproduce_cmd(
             mode, out_dir, only=names, device=device,
             on_start=lambda n: bar.update(tid, info=n),
             on_note=lambda m: bar.update(tid, info=m),
-            on_done=lambda c: bar.advance(tid))
+            on_done=lambda c: bar.advance(tid),
+            executor={"executor": executor, "address": address,
+                      "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task})
     t = Table(title=f"bnstruct reproduce --{mode}: {sum(c.passed for c in claims)}/"
                     f"{len(claims)} passed", header_style="bold", show_lines=True)
     for col in ("claim", "verdict", "measured", "expected", "tolerance", "s"):

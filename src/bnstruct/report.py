@@ -41,7 +41,8 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
               only: Sequence[str] | None = None, device: str = "cpu",
               on_start: Callable[[str], None] | None = None,
               on_done: Callable[[Claim], None] | None = None,
-              on_note: Callable[[str], None] | None = None) -> list[Claim]:
+              on_note: Callable[[str], None] | None = None,
+              executor: dict[str, Any] | None = None) -> list[Claim]:
     """Run the experiments of ``mode`` (all, or ``only`` those names) and write the report.
 
     Plan, then execute: every selected claim lists its training runs (``plan``), all of them
@@ -57,7 +58,10 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
 
     With ``only``, the report keeps the other claims of an earlier report of the same ``mode``
     in ``out`` (listed in ``claims.json``'s ``meta["carried_over"]``): re-running one claim
-    updates it in place instead of dropping the rest."""
+    updates it in place instead of dropping the rest.
+
+    ``executor`` holds extra keyword arguments of :func:`~bnstruct.executors.execute`
+    (e.g. ``{"executor": "ray", "address": "auto"}``)."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     names = list(EXPERIMENTS) if not only else list(only)
@@ -76,7 +80,7 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
         except Exception as e:  # noqa: BLE001 - one broken experiment must not hide the rest
             errors[name] = e
     t1 = time.perf_counter()
-    runs = _train(plans, store, errors, on_note)  # 2. one execute call for all of them
+    runs = _train(plans, store, errors, on_note, executor or {})  # 2. one execute call
     train_seconds = time.perf_counter() - t1
     memo = Memo()
     claims: list[Claim] = []
@@ -96,7 +100,8 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
 
 
 def _train(plans: dict[str, list[RunConfig]], store: Path, errors: dict[str, BaseException],
-           on_note: Callable[[str], None] | None) -> dict[str, list[Run]]:
+           on_note: Callable[[str], None] | None, options: dict[str, Any]
+           ) -> dict[str, list[Run]]:
     """Train every planned run in one :func:`execute` call; each claim gets its runs in plan
     order. If that call raises, each claim's runs are executed on their own (finished runs
     are reused from the store), so a broken run only errors the claims that need it."""
@@ -112,12 +117,12 @@ def _train(plans: dict[str, list[RunConfig]], store: Path, errors: dict[str, Bas
                     f"seed {cfg.seed}")
 
     try:
-        trained = execute(everything, store, progress=progress)
+        trained = execute(everything, store, progress=progress, **options)
     except Exception:  # noqa: BLE001 - isolate the failing claim(s) below
         out: dict[str, list[Run]] = {}
         for name, p in plans.items():
             try:
-                out[name] = execute(p, store, progress=progress)
+                out[name] = execute(p, store, progress=progress, **options)
             except Exception as e:  # noqa: BLE001
                 errors[name] = e
         return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ._io import atomic_write_text, dumps, jsonable, save_tensors
+from ._io import atomic_write_bytes, atomic_write_text, dumps, jsonable, save_tensors
 from .config import DTYPES, RunConfig, resolve_device
 from .errors import BnstructError, ConfigError, RunExistsError
 from .models import FeedForward
@@ -39,7 +40,8 @@ from .tasks import Task
 from .training import TrainResult, TrainState, train, train_batched
 
 __all__ = ["Run", "run", "run_batch", "batch_key", "load_run", "runs", "summarize", "finished",
-           "checkpoint_step", "INDEX_COLUMNS"]
+           "checkpoint_step", "INDEX_COLUMNS", "RunResult", "train_group", "store_result",
+           "claim", "release", "claimed_by", "wait_for", "RunBusyError"]
 
 INDEX = "index.sqlite"
 INDEX_COLUMNS = {
@@ -64,6 +66,7 @@ def _versions() -> dict[str, str]:
 def _index(root: Path) -> Iterator[sqlite3.Connection]:
     con = sqlite3.connect(root / INDEX, timeout=60)
     try:
+        con.execute("PRAGMA busy_timeout=60000")  # concurrent drivers wait, never fail
         con.execute("PRAGMA journal_mode=WAL")
         cols = ", ".join(f'"{k}" {v}' for k, v in INDEX_COLUMNS.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
@@ -186,9 +189,7 @@ def _prepare(config: RunConfig, root: Path, path: Path, task: Task) -> None:
     _check_writable(root)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / "config.json").exists():
-        atomic_write_text(path / "config.json", dumps(
-            {"config": config.to_dict(), "versions": _versions(), "bn_rank": task.bn_rank,
-             "fingerprint": task.fingerprint()}))
+        atomic_write_text(path / "config.json", _config_json(config, task))
         if config.task.data is not None:
             save_tensors(path / "data.safetensors", {"X": task.X, "Y": task.Y,
                                                       "X_test": task.X_test,
@@ -210,16 +211,39 @@ def _finish(root: Path, path: Path, config: RunConfig, task: Task, model: FeedFo
 
 
 def run(config: RunConfig, store: str | Path = "runs", *, name: str | None = None,
-        resume: bool = False, progress: bool | None = None, task: Task | None = None) -> Run:
+        resume: bool = False, progress: bool | None = None, task: Task | None = None,
+        wait: bool = False) -> Run:
     """Train ``config`` into ``store/name`` (default name: :meth:`RunConfig.default_name`).
 
     An existing run directory is an error unless ``resume=True``: then a finished run is
     loaded as is (no training) and an unfinished one continues from its checkpoint to the same
     weights an uninterrupted run gives. ``task`` overrides ``config.task.build()`` (used for
     data loaded from a file, which is then copied into the run directory).
+
+    The run is claimed first (:func:`claim`): while another process trains it, this raises
+    :class:`RunBusyError`, or with ``wait=True`` waits for it (and returns it once finished).
     """
     root = Path(store)
-    path = _open(config, root, name or config.default_name(), resume)
+    name = name or config.default_name()
+    _check_writable(root)
+    while not claim(root, name):
+        holder = claimed_by(root, name) or "another process"
+        if not wait:
+            raise RunBusyError(f"run {root / name} is being trained by another process "
+                               f"({holder}): pass --wait to wait for it")
+        wait_for(root, [name])
+        if finished(root / name):
+            _open(config, root, name, True)  # same configuration?
+            return load_run(root / name)
+    try:
+        return _run_claimed(config, root, name, resume, progress, task)
+    finally:
+        release(root, name)
+
+
+def _run_claimed(config: RunConfig, root: Path, name: str, resume: bool,
+                 progress: bool | None, task: Task | None) -> Run:
+    path = _open(config, root, name, resume)
     if resume and finished(path):
         return load_run(path)
     device = resolve_device(config.device)
@@ -344,3 +368,218 @@ def runs(store: str | Path = "runs", where: str | None = None) -> pd.DataFrame:
         raise BnstructError(f"bad --where clause {where!r}: {e}") from None
     finally:
         con.close()
+
+
+# --- concurrency: one claim per run -------------------------------------------------------
+
+LOCKS = ".locks"
+
+
+class RunBusyError(BnstructError):
+    """The run is being trained by another process (it holds the run's claim)."""
+
+
+def _lock_path(root: Path, name: str) -> Path:
+    return root / LOCKS / f"{name}.lock"
+
+
+def _holder() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _read_lock(lock: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(lock.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def claim(root: str | Path, name: str) -> bool:
+    """Claim run ``name`` of store ``root`` for this process: atomically create
+    ``root/.locks/<name>.lock`` (``O_CREAT | O_EXCL``) holding pid and host. Returns ``False``
+    when another live process holds it. A claim left by a dead process of this host is
+    stale: it is broken (renamed away, so two breakers cannot both win) and retaken."""
+    lock = _lock_path(Path(root), name)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            held = _read_lock(lock)
+            if held is None:  # being written this instant, or just released
+                time.sleep(0.05)
+                continue
+            if held.get("host") != socket.gethostname() or _alive(int(held["pid"])):
+                return False
+            stale = lock.with_name(f"{lock.name}.stale.{os.getpid()}")
+            try:
+                os.rename(lock, stale)
+            except FileNotFoundError:
+                continue
+            if _read_lock(stale) != held:  # renamed a fresh claim: give it back
+                try:
+                    os.link(stale, lock)
+                except FileExistsError:
+                    pass
+            stale.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(_holder()))
+        return True
+    return False
+
+
+def release(root: str | Path, name: str) -> None:
+    """Drop this process's claim on run ``name`` (no-op when it holds none)."""
+    lock = _lock_path(Path(root), name)
+    held = _read_lock(lock)
+    if held is not None and held.get("pid") == os.getpid() \
+            and held.get("host") == socket.gethostname():
+        lock.unlink(missing_ok=True)
+
+
+def claimed_by(root: str | Path, name: str) -> str | None:
+    """``"pid N on HOST"`` for a claimed run, else ``None``."""
+    held = _read_lock(_lock_path(Path(root), name))
+    return None if held is None else f"pid {held.get('pid')} on {held.get('host')}"
+
+
+def wait_for(root: str | Path, names: Sequence[str], *, poll: float = 0.2) -> list[str]:
+    """Wait until each run of ``names`` is finished or no longer claimed by a live process;
+    returns the names that are unclaimed but unfinished (their trainer stopped: train them)."""
+    root = Path(root)
+    left = list(names)
+    orphans: list[str] = []
+    while left:
+        still = []
+        for n in left:
+            if finished(root / n):
+                continue
+            held = _read_lock(_lock_path(root, n))
+            if held is None or (held.get("host") == socket.gethostname()
+                                and not _alive(int(held["pid"]))):
+                orphans.append(n)
+            else:
+                still.append(n)
+        left = still
+        if left:
+            time.sleep(poll)
+    return orphans
+
+
+# --- the seam: train in memory, write on the driver ---------------------------------------
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run trained in memory (:func:`train_group`), ready to be written by
+    :func:`store_result` on another machine: everything is bytes, strings or JSON values.
+
+    ``config_json`` is the text of ``config.json``; ``weights`` the ``weights.safetensors``
+    bytes; ``history_csv`` the text of ``history.csv``; ``summary`` the ``summary.json``
+    record (``status`` ``completed`` | ``diverged``); ``data`` the ``data.safetensors`` bytes
+    for tasks loaded from a file."""
+
+    name: str
+    config_json: str
+    weights: bytes
+    history_csv: str
+    summary: dict[str, Any]
+    data: bytes | None = None
+
+    @property
+    def status(self) -> str:
+        return str(self.summary["status"])
+
+
+def train_group(configs: Sequence[RunConfig]) -> list[RunResult]:
+    """Train ``configs`` (equal :func:`batch_key`, distinct names) as one batch, as
+    :func:`run_batch` does, but write nothing: returns one :class:`RunResult` per config.
+    The weights equal :func:`run_batch`'s bit for bit (same batched step, same order)."""
+    from safetensors.torch import save as save_bytes
+
+    configs = list(configs)
+    if not configs:
+        return []
+    if len({batch_key(c) for c in configs}) != 1:
+        raise ConfigError("train_group needs configs of one batch_key")
+    c0 = configs[0]
+    device = resolve_device(c0.device)
+    task = c0.task.build()
+    models = [c.model.build(task.d_in, task.d_out, seed=c.seed, dtype=DTYPES[c0.dtype],
+                            device=device) for c in configs]
+    created = time.strftime("%Y-%m-%dT%H:%M:%S")
+    results = train_batched(models, task, [c.stages for c in configs],
+                            [c.seed for c in configs], log_every=c0.log_every)
+    data = None
+    if c0.task.data is not None:
+        data = save_bytes({k: v.detach().cpu().contiguous() for k, v in
+                           (("X", task.X), ("Y", task.Y), ("X_test", task.X_test),
+                            ("Y_test", task.Y_test))})
+    out = []
+    for c, m, res in zip(configs, models, results, strict=True):
+        out.append(RunResult(
+            name=c.default_name(), config_json=_config_json(c, task),
+            weights=save_bytes({k: v.detach().cpu().contiguous()
+                                for k, v in m.state_dict().items()}),
+            history_csv=res.history.to_csv(index=False),
+            summary=summarize(res, created=created, device=str(device), bn_rank=task.bn_rank),
+            data=data))
+    return out
+
+
+def _config_json(config: RunConfig, task: Task) -> str:
+    return dumps({"config": config.to_dict(), "versions": _versions(), "bn_rank": task.bn_rank,
+                  "fingerprint": task.fingerprint()})
+
+
+def store_result(store: str | Path, result: RunResult) -> Run:
+    """Write ``result`` as run directory ``store/<name>`` and index it (one transaction).
+
+    A new directory is assembled under a temporary name and renamed into place, so readers
+    never see half a run; an existing unfinished one (an interrupted local run) gets each
+    file atomically, ``summary.json`` last, and loses its checkpoint."""
+    root = Path(store)
+    _check_writable(root)
+    path = root / result.name
+    files: list[tuple[str, bytes]] = [("config.json", result.config_json.encode())]
+    if result.data is not None:
+        files.append(("data.safetensors", result.data))
+    files += [("history.csv", result.history_csv.encode()),
+              ("weights.safetensors", result.weights),
+              ("summary.json", dumps(result.summary).encode())]
+    placed = False
+    if not path.exists():
+        import shutil
+
+        tmp = root / f".{result.name}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for fname, data in files:
+            (tmp / fname).write_bytes(data)
+        try:
+            os.rename(tmp, path)
+            placed = True
+        except OSError:  # the directory appeared meanwhile: write into it below
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not placed:
+        for fname, data in files:  # summary.json last: a reader sees a finished run or none
+            atomic_write_bytes(path / fname, data)
+        TrainState.remove(path / "checkpoint")
+    r = load_run(path)
+    _register(root, _index_row(path, r.config, r.task, r.summary))
+    return r

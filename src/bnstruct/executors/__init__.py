@@ -25,9 +25,12 @@ from ..store import (
     Run,
     batch_key,
     checkpoint_step,
+    claim,
     finished,
     load_run,
+    release,
     run_batch,
+    wait_for,
 )
 
 __all__ = ["execute", "plan_batches", "worker_plan", "batch_cost", "available_cores",
@@ -120,7 +123,8 @@ def _run_in_worker(config_dicts: list[dict[str, Any]], store: str) -> list[str]:
 def execute(configs: Sequence[RunConfig], store: str | Path, *,
             progress: Callable[[RunConfig], None] | None = None,
             workers: int | None = None, threads: int | None = None,
-            max_batch: int = MAX_BATCH) -> list[Run]:
+            max_batch: int = MAX_BATCH, executor: str = "local", address: str | None = None,
+            cpus_per_task: float = 1, gpus_per_task: float = 0) -> list[Run]:
     """Train (or reuse) every config of ``configs`` in ``store``; returns the runs in the
     order of ``configs`` (duplicates are trained once and returned each time).
 
@@ -134,7 +138,18 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
 
     Worker processes are started with ``multiprocessing``'s ``spawn``: a script that calls
     this with several batches must guard its top level with ``if __name__ == "__main__":``
-    (or pass ``workers=1``)."""
+    (or pass ``workers=1``).
+
+    ``executor="ray"`` runs the batches as Ray tasks instead (:mod:`bnstruct.executors._ray`;
+    ``address``, ``cpus_per_task``, ``gpus_per_task``). Either way each run is claimed first
+    (:func:`bnstruct.store.claim`): runs another process is training are waited for, not
+    trained twice."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "ray":
+        from ._ray import require_ray
+
+        require_ray()
     root = Path(store)
     names = [c.default_name() for c in configs]
     unique: dict[str, RunConfig] = {}
@@ -149,14 +164,56 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
                 progress(c)
         else:
             pending.append(c)
-    batches = plan_batches(pending, root, max_batch=max_batch)
-    n_workers, threads = worker_plan(len(batches), workers, threads=threads)
-    batches.sort(key=batch_cost, reverse=True)  # longest first: better balance
-    if n_workers <= 1:
-        _run_here(batches, root, threads, done, unique, progress)
-    else:
-        _run_pool(batches, root, n_workers, threads, done, unique, progress)
+    errors: dict[str, str] = {}
+    while pending:
+        mine = [c for c in pending if claim(root, c.default_name())]
+        theirs = [c.default_name() for c in pending if c not in mine]
+        try:
+            errors |= _train(mine, root, done, unique, progress, workers, threads, max_batch,
+                             executor, address, cpus_per_task, gpus_per_task)
+        finally:
+            for c in mine:
+                release(root, c.default_name())
+        orphans = set(wait_for(root, theirs))  # trained elsewhere; retake abandoned ones
+        for n in theirs:
+            if n not in orphans:
+                done[n] = load_run(root / n)
+                if progress is not None:
+                    progress(unique[n])
+        pending = [unique[n] for n in theirs if n in orphans]
+    if errors:
+        from ._ray import ExecutionFailed
+
+        raise ExecutionFailed(errors, done)
     return [done[n] for n in names]
+
+
+def _train(pending: list[RunConfig], root: Path, done: dict[str, Run],
+           unique: dict[str, RunConfig], progress: Callable[[RunConfig], None] | None,
+           workers: int | None, threads: int | None, max_batch: int, executor: str,
+           address: str | None, cpus_per_task: float, gpus_per_task: float
+           ) -> dict[str, str]:
+    """Train the claimed ``pending`` configs into ``root``, filling ``done``; returns
+    ``{run name: error}`` of runs that failed (Ray only; the local executor raises)."""
+    for c in list(pending):  # finished by another process before we claimed it
+        if finished(root / c.default_name()):
+            pending.remove(c)
+            done[c.default_name()] = load_run(root / c.default_name())
+            if progress is not None:
+                progress(c)
+    batches = plan_batches(pending, root, max_batch=max_batch)
+    batches.sort(key=batch_cost, reverse=True)  # longest first: better balance
+    if executor == "ray":
+        from ._ray import run_ray
+
+        return run_ray(batches, root, done, unique, progress, address=address,
+                       cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+    n_workers, n_threads = worker_plan(len(batches), workers, threads=threads)
+    if n_workers <= 1:
+        _run_here(batches, root, n_threads, done, unique, progress)
+    else:
+        _run_pool(batches, root, n_workers, n_threads, done, unique, progress)
+    return {}
 
 
 def _run_here(batches: list[list[RunConfig]], root: Path, threads: int,
