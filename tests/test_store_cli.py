@@ -92,7 +92,7 @@ def test_cli_data_file(tmp_path, capsys):
     args = ["train", "--data", str(tmp_path / "d.npz"), "--depth", "2", "--width", "4",
             "--steps", "30", "--quiet", "--out", str(tmp_path / "s")]
     assert main(args) == 0
-    run_dir = next(p for p in (tmp_path / "s").iterdir() if p.is_dir())
+    run_dir = next(p for p in (tmp_path / "s").iterdir() if (p / "config.json").exists())
     assert (run_dir / "data.safetensors").exists()
     back = bn.load_run(run_dir)
     assert back.task.n_train == 32 and back.task.d_in == 3
@@ -212,7 +212,7 @@ def test_sigint_exits_130_and_resumes(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, (out, err)
-    run_dir = next(p for p in store.iterdir() if p.is_dir())
+    run_dir = next(p for p in store.iterdir() if (p / "config.json").exists())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and 0 < summary["step"] < steps
     assert "--resume" in err and "Traceback" not in err
@@ -224,7 +224,7 @@ def test_sigint_exits_130_and_resumes(tmp_path):
     assert not (run_dir / "checkpoint.safetensors").exists()
     _, ref_err = ref.communicate(timeout=600)
     assert ref.returncode == 0, ref_err
-    ref_dir = next(p for p in (tmp_path / "ref").iterdir() if p.is_dir())
+    ref_dir = next(p for p in (tmp_path / "ref").iterdir() if (p / "config.json").exists())
     a = load_file(str(run_dir / "weights.safetensors"))
     b = load_file(str(ref_dir / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
