@@ -310,6 +310,23 @@ def _check_finite(ev: Evaluation) -> None:
                             "run that converged")
 
 
+
+def _objective_summary(ev: Evaluation, Y: torch.Tensor | None, lam: float | None,
+                       lr: float | None, hessian: bool, norm2: float) -> dict[str, Any]:
+    """``fit``, ``lam``/``objective``, ``hessian_max_eig`` and ``two_over_lr``, as asked."""
+    out: dict[str, Any] = {}
+    if Y is not None:
+        fit = ev.fit(Y)
+        out["fit"] = fit
+        if lam is not None:
+            out.update(lam=float(lam), objective=fit + float(lam) * norm2)
+    if hessian:
+        assert Y is not None and lam is not None
+        out["hessian_max_eig"] = ev.hessian_max_eig(Y, lam)
+    if lr is not None:
+        out["two_over_lr"] = 2.0 / lr
+    return out
+
 def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
             Y: torch.Tensor | None = None, lam: float | None = None, ntk: bool = True,
             hessian: bool = False, lr: float | None = None,
@@ -413,16 +430,7 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     }
     if ntk:
         summary.update(_ntk_summary(ev, L))
-    if Y is not None:
-        fit = ev.fit(Y)
-        summary["fit"] = fit
-        if lam is not None:
-            summary.update(lam=float(lam), objective=fit + float(lam) * norm2)
-    if hessian:
-        assert Y is not None and lam is not None
-        summary["hessian_max_eig"] = ev.hessian_max_eig(Y, lam)
-    if lr is not None:
-        summary["two_over_lr"] = 2.0 / lr
+    summary.update(_objective_summary(ev, Y, lam, lr, hessian, norm2))
     pl, pca = _pca(c, run, cols["rep_erank_entropy"])
     summary["pca_layer"] = pl
     summary["thresholds"] = dict(THRESHOLDS)
@@ -563,16 +571,7 @@ def _analyze_general(ev: Evaluation, k: int | None, *, Y: torch.Tensor | None,
                        ntk_max_eig=lmax, ntk_max_eig_per_NL=lmax / (N * max(L, 1)),
                        ntk_max_eig_method="Lanczos on NTK-vector products J (J^T v) "
                                           "(vjp then jvp), never the Jacobian")
-    if Y is not None:
-        fit = ev.fit(Y)
-        summary["fit"] = fit
-        if lam is not None:
-            summary.update(lam=float(lam), objective=fit + float(lam) * norm2)
-    if hessian:
-        assert Y is not None and lam is not None
-        summary["hessian_max_eig"] = ev.hessian_max_eig(Y, lam)
-    if lr is not None:
-        summary["two_over_lr"] = 2.0 / lr
+    summary.update(_objective_summary(ev, Y, lam, lr, hessian, norm2))
     # PCA of the bottleneck representation (the middle of the run, else the narrowest)
     if run is not None:
         pi = (run[0] + run[1]) // 2
