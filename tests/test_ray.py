@@ -11,7 +11,6 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
 import bnstruct as bn
 from bnstruct.executors import execute
@@ -36,12 +35,7 @@ def hook(tmp_path_factory):
     os.environ.pop(TEST_HOOK, None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**kw):

@@ -27,12 +27,7 @@ from bnstruct.store import (
 VOLATILE = ["path", "seconds", "created"]  # differ between two trainings of one config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**kw):

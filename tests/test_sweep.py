@@ -14,12 +14,7 @@ SMALL = ["--task", "composite", "--n-train", "32", "--n-test", "16", "--width", 
          "--steps", "30", "--log-every", "10", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parse_values():
