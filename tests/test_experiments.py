@@ -27,20 +27,27 @@ from bnstruct.experiments._common import SWEEPS, Claim, SweepResult
 SW = SWEEPS["quick"]
 
 
-def _layers(depths, *, seeds=(0,), k=2, n_near=2, sk1=lambda L: 0.3 * (L / 8) ** -0.5,
-            mid_rank=2.1, end_rank=5.0):
+def _layers(depths, *, seeds=(0,), k=2, n_near=2, sk1=lambda L: 0.2 * (L / 8) ** -0.5,
+            mid_rank=2.1, end_rank=5.0, n_ends=1):
+    """A synthetic sweep table that satisfies every claim: the first and last ``n_ends``
+    layers are off the structure (5 values near 1, s_k1 = 0.8, energy rank 5); the others
+    have ``n_near`` values near 1, s_k1 = ``sk1(L)`` and energy rank k."""
     rows = []
     for L in depths:
         mids = set(middle_layers(L))
         for seed in seeds:
             for l in range(1, L + 1):
                 mid = l in mids
+                end = l <= n_ends or l > L - n_ends
                 rows.append({"run": f"L{L}-s{seed}", "depth": L, "seed": seed, "k": k,
-                             "layer": l, "middle": mid, "near_one": n_near if mid else 5,
-                             "s_k1": sk1(L) if mid else 0.8, "mean_align": 0.1,
+                             "layer": l, "middle": mid, "near_one": 5 if end else n_near,
+                             "s_k1": 0.8 if end else sk1(L), "mean_align": 0.1,
                              "rep_erank_participation": mid_rank if mid else end_rank,
                              "rep_erank_participation_uncentered": 1.5,
                              "rep_erank_threshold": 3.0 if mid else 6.0,
+                             "rep_energy_rank": 5 if end else k,
+                             "rep_energy_outside_k": 0.2 if end else 1e-4,
+                             "rep_energy_kth": 0.3,
                              "s1": 1.0, "s2": 1.0, "s3": sk1(L)})
     return pd.DataFrame(rows)
 
@@ -90,18 +97,42 @@ def test_norm_vs_depth_verdict():
 
 
 def test_weight_spectra_verdict():
-    c = weight_spectra.verdict(_sweep(), SW)
-    assert c.passed and c.values["exponent"] == pytest.approx(-0.5)
-    assert not weight_spectra.verdict(_sweep(n_near=3), SW).passed  # k+1 near 1
-    assert not weight_spectra.verdict(_sweep(sk1=lambda L: 0.2), SW).passed  # does not fall
-    assert not weight_spectra.verdict(_sweep(sk1=lambda L: 0.9 * (L / 8) ** -0.5), SW).passed
-    assert c.values["exponent_err"] == pytest.approx(0.0, abs=1e-9)  # exact power law
-    assert "±" in c.measured and "off the count: none" in c.measured
-    one = _sweep()  # one middle layer with k+1 values near 1: the median hides it, not the check
-    i = one.layers.index[one.layers["middle"]][0]
-    one.layers.loc[i, "near_one"] = 3
-    c = weight_spectra.verdict(one, SW)
-    assert not c.passed and "3 near 1" in c.measured.split("off the count:")[1]
+    res = _sweep(seeds=(0, 1, 2))
+    c = weight_spectra.verdict(res, SW)
+    assert c.passed, c.measured
+    assert c.values["exponent"] == pytest.approx(-0.5)  # a finding, reported
+    assert c.values["off_slope"] == pytest.approx(0.0, abs=1e-12)
+    assert "±" in c.measured
+    # a constant fraction of the layers off the structure (every third layer with k+1 near 1)
+    grow = _sweep(seeds=(0, 1, 2))
+    grow.layers.loc[grow.layers["layer"] % 3 == 0, "near_one"] = 3
+    c = weight_spectra.verdict(grow, SW)
+    assert not c.passed and not c.values["growth_ok"] and c.values["off_slope"] > 0.25
+    # (k+1)-th value above EPS in those layers: off as well
+    grow = _sweep(seeds=(0, 1, 2))
+    grow.layers.loc[grow.layers["layer"] % 3 == 0, "s_k1"] = 1.1 * weight_spectra.EPS
+    assert not weight_spectra.verdict(grow, SW).values["growth_ok"]
+    # a bounded count (3 layers at each end) but too many of them at the deepest depth
+    c = weight_spectra.verdict(_sweep(seeds=(0, 1, 2), n_ends=3), SW)
+    assert c.values["growth_ok"] and not c.values["deepest_ok"] and not c.passed
+    # s_{k+1} sqrt(L) above the theorem's sqrt(C_min): C = c1 - log_pdet2_max = 0.05
+    low_c = _sweep(seeds=(0, 1, 2), norms=lambda L: 2 * L + 1.05, sk1=lambda L: 0.2)
+    c = weight_spectra.verdict(low_c, SW)
+    assert c.values["growth_ok"] and not c.values["bounded_ok"] and not c.passed
+    # an exponent far from -1/2 is no longer a failure (O(L^-1/2) is an upper bound)
+    flat = weight_spectra.verdict(_sweep(seeds=(0, 1, 2), sk1=lambda L: 0.01), SW)
+    assert flat.passed and flat.values["exponent"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_almost_all_needs_an_error_bar():
+    from bnstruct.experiments._common import almost_all
+
+    nets = pd.DataFrame({"depth": [8, 16], "off": [2, 2], "on_fraction": [0.75, 0.875]})
+    assert not almost_all(nets).passed  # two nets: no standard error, no verdict
+    nets = pd.DataFrame({"depth": [8, 12, 16], "off": [2, 2, 2],
+                         "on_fraction": [0.75, 0.83, 0.875]})
+    aa = almost_all(nets)
+    assert aa.passed and aa.deepest == 16 and aa.deepest_min_fraction == 0.875
 
 
 def test_loglog_fit_standard_error():
@@ -115,10 +146,32 @@ def test_loglog_fit_standard_error():
 
 
 def test_representation_rank_verdict():
-    c = representation_rank.verdict(_sweep(), SW)
-    assert c.passed and "L=6: 3" in c.measured  # the threshold count is shown, not judged
-    assert not representation_rank.verdict(_sweep(mid_rank=2.7), SW).passed
-    assert not representation_rank.verdict(_sweep(end_rank=1.5, mid_rank=2.0), SW).passed
+    res = _sweep(seeds=(0, 1, 2))
+    c = representation_rank.verdict(res, SW)
+    assert c.passed, c.measured
+    assert "PR 2.10" in c.measured  # the participation ratio is reported, not judged
+    # the participation ratio of an anisotropic 2-d cloud (< 2) is no longer a failure
+    assert representation_rank.verdict(_sweep(seeds=(0, 1, 2), mid_rank=1.4), SW).passed
+    # a constant fraction of the hidden layers 3-dimensional: the count grows with L
+    grow = _sweep(seeds=(0, 1, 2))
+    grow.layers.loc[grow.layers["layer"] % 3 == 0, "rep_energy_rank"] = 3
+    c = representation_rank.verdict(grow, SW)
+    assert not c.passed and not c.values["growth_ok"]
+    # rank below k (a negligible k-th direction) counts as off too
+    low = _sweep(seeds=(0, 1, 2))
+    low.layers.loc[low.layers["layer"] % 3 == 0, "rep_energy_rank"] = 1
+    assert not representation_rank.verdict(low, SW).passed
+    # ends not higher than k
+    flat = _sweep(seeds=(0, 1, 2))
+    flat.layers.loc[flat.layers["layer"] == 1, "rep_energy_rank"] = 2
+    c = representation_rank.verdict(flat, SW)
+    assert not c.passed and not c.values["ends_ok"]
+    # one seed at the deepest depth with most hidden layers 3-dimensional
+    bad = _sweep(seeds=(0, 1, 2))
+    sel = (bad.layers["depth"] == 16) & (bad.layers["seed"] == 1) & bad.layers["middle"]
+    bad.layers.loc[sel, "rep_energy_rank"] = 3
+    c = representation_rank.verdict(bad, SW)
+    assert not c.values["deepest_ok"] and not c.passed
 
 
 def test_bound_verdict():
@@ -207,11 +260,9 @@ def test_digits_finding():
 
 
 def test_verdicts_use_every_seed():
-    """With three seeds per depth: one bad middle layer of one seed fails weight-spectra, the
-    depth fit runs over all nets, per-depth numbers are mean ± standard error."""
+    """With three seeds per depth: the depth fit runs over all nets, per-depth numbers are
+    mean ± standard error, one bad net at the deepest depth fails weight-spectra."""
     res = _sweep(seeds=(0, 1, 2))
-    c = weight_spectra.verdict(res, SW)
-    assert c.passed and "±" in c.measured.split(";")[0]
     fit = norm_vs_depth.verdict(res, SW)
     assert "(12 nets)" in fit.measured
     from bnstruct.theory import fit_depth
@@ -219,14 +270,10 @@ def test_verdicts_use_every_seed():
     ref = fit_depth(res.nets["depth"], res.nets["param_norm2"])
     assert fit.values["R0"] == pytest.approx(ref.R0, rel=1e-12)
     bad = _sweep(seeds=(0, 1, 2))
-    i = bad.layers.index[bad.layers["middle"] & (bad.layers["seed"] == 2)][0]
-    bad.layers.loc[i, "near_one"] = 3
+    sel = (bad.layers["depth"] == 16) & (bad.layers["seed"] == 2) & bad.layers["middle"]
+    bad.layers.loc[sel, "near_one"] = 3
     c = weight_spectra.verdict(bad, SW)
-    assert not c.passed and "seed 2" in c.measured.split("off the count:")[1]
-    bad = _sweep(seeds=(0, 1, 2))
-    sel = bad.layers["middle"] & (bad.layers["seed"] == 1) & (bad.layers["depth"] == 9)
-    bad.layers.loc[sel, "rep_erank_participation"] = 3.0
-    assert not representation_rank.verdict(bad, SW).passed
+    assert not c.passed and not c.values["deepest_ok"]
 
 
 def test_statements_and_notes_follow_the_config():
@@ -267,6 +314,11 @@ def test_net_layers_adds_own_columns_to_analyze():
         r = np.linalg.svd(a, compute_uv=False)  # uncentered
         assert row["rep_erank_participation_uncentered"] == pytest.approx(
             (r ** 2).sum() ** 2 / (r ** 4).sum(), rel=1e-9)
+        e = np.linalg.svd(a - a.mean(0), compute_uv=False) ** 2  # centered energies
+        assert row["rep_energy_outside_k"] == pytest.approx(e[2:].sum() / e.sum(), rel=1e-9)
+        assert row["rep_energy_kth"] == pytest.approx(e[1] / e.sum(), rel=1e-9)
+        outside = 1 - np.cumsum(e) / e.sum()
+        assert row["rep_energy_rank"] == 1 + int(np.argmax(outside <= 0.01 + 1e-12))
         if min(W.shape) > 2:
             v = np.linalg.svd(W)[2][2]
             assert row["mean_align"] == pytest.approx(abs(v @ mu) / np.linalg.norm(mu), rel=1e-9)

@@ -31,11 +31,12 @@ if TYPE_CHECKING:
 __all__ = [
     # panels (draw on the Axes you pass)
     "draw_weight_spectra", "draw_rank_profile", "draw_pca", "draw_norm_vs_depth",
-    "draw_sk1_vs_depth", "draw_bound", "draw_c1", "draw_ntk_vs_c", "draw_sharpness",
+    "draw_over_seeds", "draw_weight_structure", "draw_bound", "draw_c1", "draw_ntk_vs_c",
+    "draw_sharpness",
     "draw_narrow_minima", "draw_linear_cost", "draw_linear_singular_values",
     # figures of the reproduction (one PNG each)
     "new_figure", "save_figure", "linear_cost_figure", "norm_vs_depth_figure",
-    "weight_spectra_figure", "sk1_vs_depth_figure", "rep_rank_figure", "bound_figure",
+    "weight_spectra_figure", "weight_structure_figure", "rep_rank_figure", "bound_figure",
     "learning_rate_figure", "narrow_minima_figure", "symmetry_figure", "digits_figure",
 ]
 
@@ -186,19 +187,50 @@ def draw_norm_vs_depth(ax: Axes, nets: pd.DataFrame, fit: Any, k: int) -> None:
     ax.legend(fontsize=8)
 
 
-def draw_sk1_vs_depth(ax: Axes, nets: pd.DataFrame, k: int, slope: float) -> None:
-    """Per-net median ``s_{k+1}`` over the middle layers against L (log-log), with the fitted
-    and the -1/2 slopes."""
-    L, s = nets["depth"].to_numpy(float), nets["s_k1"].to_numpy(float)
-    ax.loglog(L, s, "o", alpha=0.8, label=rf"median $s_{{{k + 1}}}$ (middle layers), per net")
-    if np.isfinite(slope) and np.all(s > 0):
-        g = np.unique(L)
-        c = np.exp(np.mean(np.log(s) - slope * np.log(L)))
-        ax.loglog(g, c * g ** slope, "C0-", label=f"fit: exponent {slope:.2f}")
-        c2 = np.exp(np.mean(np.log(s) + 0.5 * np.log(L)))
-        ax.loglog(g, c2 * g ** -0.5, "k--", lw=1, label="theory: exponent -1/2")
-    ax.set(xlabel="depth L", ylabel=rf"$s_{{{k + 1}}}(W_\ell)$", title="small singular values")
-    ax.legend(fontsize=8)
+def draw_over_seeds(ax: Axes, nets: pd.DataFrame, column: str, *, x: str = "depth",
+                    label: str | None = None, color: Any = "C0") -> None:
+    """One row per net (``x``, ``column``): every net as a faint point and, per ``x``, the
+    mean over seeds with its standard error as an error bar (the seed spread)."""
+    xs = nets[x].to_numpy(float)
+    ax.plot(xs, nets[column].to_numpy(float), "o", ms=3, alpha=0.35, color=color, lw=0)
+    g = nets.groupby(x)[column]
+    m, se = g.mean(), g.std(ddof=1) / np.sqrt(g.count())
+    ax.errorbar(m.index.to_numpy(float), m.to_numpy(float), yerr=se.fillna(0.0).to_numpy(float),
+                fmt="o-", ms=4, capsize=3, color=color, label=label)
+
+
+def draw_weight_structure(axes: Sequence[Axes], nets: pd.DataFrame, k: int, eps: float,
+                          quantile: float) -> None:
+    """Claim 3 on three panels, from its per-net table (``off``, ``scaled``, ``C``,
+    ``sk1_median``): the count of layers off the structure against L; the ``quantile`` of
+    ``s_{k+1}`` over the middle layers times ``sqrt(L)`` with the theorem's ``sqrt(C_min)``;
+    the median ``s_{k+1}`` (log-log) with an ``L^{-1/2}`` line for scale. Seed spread as
+    error bars."""
+    a, b, c = axes
+    draw_over_seeds(a, nets, "off", label="per depth: mean ± SE over seeds")
+    a.set(xlabel="depth L", ylabel="layers off the structure",
+          title=rf"not {k} values near 1 or $s_{{{k + 1}}} > {eps:g}$")
+    a.set_ylim(bottom=0)
+    a.legend(fontsize=7)
+    draw_over_seeds(b, nets, "scaled")
+    cmin = float(nets["C"].min())
+    if cmin > 0:
+        b.axhline(np.sqrt(cmin), color="k", ls="--", lw=1, label=r"$\sqrt{C_{min}}$ (theorem)")
+    b.set(xlabel="depth L", ylabel=rf"$q_{{{quantile:g}}}(s_{{{k + 1}}}) \sqrt{{L}}$",
+          title="bounded across depths")
+    b.set_ylim(bottom=0)
+    b.legend(fontsize=7)
+    pos = nets[nets["sk1_median"] > 0]
+    draw_over_seeds(c, pos, "sk1_median")
+    c.set_xscale("log")
+    c.set_yscale("log")
+    if len(pos):
+        g = np.unique(pos["depth"].to_numpy(float))
+        c.plot(g, float(pos["sk1_median"].max()) * (g / g[0]) ** -0.5, "k--", lw=1,
+               label=r"$\propto L^{-1/2}$ (scale of the bound)")
+        c.legend(fontsize=7)
+    c.set(xlabel="depth L", ylabel=rf"median $s_{{{k + 1}}}$ (middle layers)",
+          title="finding: small singular values")
 
 
 def draw_bound(ax: Axes, bound: pd.DataFrame, k: int) -> None:
@@ -323,25 +355,36 @@ def weight_spectra_figure(res: Any, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def sk1_vs_depth_figure(nets: pd.DataFrame, k: int, slope: float, path: Path) -> Path:
-    fig = new_figure((4.8, 3.8))
-    draw_sk1_vs_depth(fig.subplots(), nets, k, slope)
+def weight_structure_figure(nets: pd.DataFrame, k: int, eps: float, quantile: float,
+                            path: Path) -> Path:
+    fig = new_figure((13, 3.8))
+    draw_weight_structure(fig.subplots(1, 3), nets, k, eps, quantile)
     return save_figure(fig, path)
 
 
 def rep_rank_figure(layers: pd.DataFrame, k: int, path: Path) -> Path:
-    """Participation ratio of the centered representation per layer (relative position l/L),
-    one line per net, coloured by depth."""
-    fig = new_figure((5.6, 3.8))
-    ax = fig.subplots()
+    """Per layer (relative position ``l/L``), one line per depth with a band over its seeds
+    (min to max): the energy rank of the centered representation (claim 4's measure) and its
+    participation ratio (reported; below k when anisotropic)."""
+    fig = new_figure((11, 3.8))
+    axes = fig.subplots(1, 2, sharex=True)
     depths = sorted(layers["depth"].unique())
-    for col, L in zip(_colors(len(depths)), depths, strict=True):
-        for j, (_, g) in enumerate(layers[layers["depth"] == L].groupby("seed")):
-            draw_rank_profile(ax, g, columns=["rep_erank_participation"], relative=True,
-                              color=col, label=f"L={L}" if j == 0 else None)
-    ax.axhline(k, color="k", ls="--", lw=1, label=f"k = {k}")
-    ax.set(ylabel="participation ratio (centered)", title="representation rank per layer")
-    ax.legend(fontsize=8)
+    cols = (("rep_energy_rank", "energy rank (all but 1% of the energy)"),
+            ("rep_erank_participation", "participation ratio (reported)"))
+    for ax, (col, title) in zip(axes, cols, strict=True):
+        if col not in layers:
+            continue
+        for c, L in zip(_colors(len(depths)), depths, strict=True):
+            g = layers[layers["depth"] == L].groupby("layer")[col]
+            x = g.mean().index.to_numpy(float) / L
+            ax.plot(x, g.mean().to_numpy(float), "o-", ms=3, color=c, label=f"L={L}")
+            ax.fill_between(x, g.min().to_numpy(float), g.max().to_numpy(float), color=c,
+                            alpha=0.15, lw=0)
+        ax.axhline(k, color="k", ls="--", lw=1, label=f"k = {k}")
+        ax.set_yscale("log", base=2)
+        ax.set(xlabel=r"relative layer $\ell / L$", ylabel="dimension of the centered "
+               "representation", title=title)
+    axes[0].legend(fontsize=7, ncol=2)
     return save_figure(fig, path)
 
 

@@ -34,7 +34,8 @@ from ..training import Stage, default_recipe
 
 __all__ = ["Claim", "Kind", "Mode", "MODES", "Memo", "run_config", "task_spec",
            "require_status", "net_layers", "OWN_LAYER_COLUMNS", "SweepConfig", "SweepResult",
-           "SWEEPS", "sweep_plan", "sweep_measure", "loglog_fit", "mean_se", "fmt_mean_se"]
+           "SWEEPS", "sweep_plan", "sweep_measure", "loglog_fit", "linear_fit", "mean_se",
+           "fmt_mean_se", "ON_MIN", "MAX_OFF_GROWTH", "AlmostAll", "almost_all"]
 
 Mode = Literal["smoke", "quick", "full"]
 MODES: tuple[str, ...] = ("smoke", "quick", "full")
@@ -43,7 +44,8 @@ T = TypeVar("T")
 
 #: columns an experiment adds to :func:`bnstruct.analyze`'s per-layer table (:func:`net_layers`)
 OWN_LAYER_COLUMNS = ("run", "depth", "seed", "k", "mean_align",
-                     "rep_erank_participation_uncentered")
+                     "rep_erank_participation_uncentered", "rep_energy_rank",
+                     "rep_energy_outside_k", "rep_energy_kth")
 
 
 @dataclass(frozen=True)
@@ -168,10 +170,15 @@ def _own_columns(model: torch.nn.Module, X: torch.Tensor, k: int) -> pd.DataFram
     r"""Per layer: ``mean_align`` (:math:`|\cos|` between the right singular vector of
     :math:`s_{k+1}(W_\ell)` and the mean of the layer's input :math:`\bar a_{\ell-1}`: near 1
     when the extra direction carries the constant offset of the post-ReLU representation;
-    NaN when ``W_l`` has no ``(k+1)``-th value or the mean is 0) and
+    NaN when ``W_l`` has no ``(k+1)``-th value or the mean is 0),
     ``rep_erank_participation_uncentered`` (participation ratio of the *uncentered*
-    representation, for comparison with analyze's centered one). Float64."""
-    from ..conventions import effective_rank
+    representation, for comparison with analyze's centered one), and from the singular values
+    :math:`s_i` of the **centered** representation: ``rep_energy_rank``
+    (:func:`~bnstruct.conventions.energy_rank`), ``rep_energy_outside_k``
+    (:math:`\sum_{i>k} s_i^2 / \sum_i s_i^2`) and ``rep_energy_kth``
+    (:math:`s_k^2 / \sum_i s_i^2`, 0 when the representation has fewer than k values).
+    Float64."""
+    from ..conventions import center, effective_rank, energy_rank
     from ..diagnostics import representations
     from ..models import linear_layers
 
@@ -186,8 +193,15 @@ def _own_columns(model: torch.nn.Module, X: torch.Tensor, k: int) -> pd.DataFram
         if k < min(W.shape) and float(mu.norm()) > 0:
             Vh = torch.linalg.svd(W, full_matrices=False).Vh
             align = float((Vh[k] @ mu).abs() / mu.norm())
+        sc = torch.linalg.svdvals(center(a_out)).numpy()
+        e = sc ** 2
+        tot = float(e.sum())
         rows.append({"mean_align": align, "rep_erank_participation_uncentered":
-                     effective_rank(torch.linalg.svdvals(a_out), "participation")})
+                     effective_rank(torch.linalg.svdvals(a_out), "participation"),
+                     "rep_energy_rank": energy_rank(sc),
+                     "rep_energy_outside_k": float(e[k:].sum() / tot) if tot > 0 else math.nan,
+                     "rep_energy_kth": (float(e[k - 1] / tot) if e.size >= k else 0.0)
+                     if tot > 0 else math.nan})
     return pd.DataFrame(rows)
 
 
@@ -337,6 +351,54 @@ SWEEPS: dict[str, SweepConfig] = {
 }
 
 
+# --------------------------------------------------------------------------- "almost all layers"
+
+#: "almost all layers" at finite depth (claims 3 and 4; THEORY 6 reads it as a limit: the
+#: number of layers where a statement fails stays bounded as L grows). The smallest fraction
+#: of a net's layers that must satisfy it at the deepest depth: up to a quarter of the layers
+#: (the ends, where the net does its nonlinear work in more dimensions) may fail. Fixed before
+#: any v2 run.
+ON_MIN = 0.75
+#: the count of failing layers may grow by at most this many per added layer (least-squares
+#: slope over every net + 2 standard errors): a constant fraction 1 - ON_MIN of the layers
+#: failing at every depth would reach it, a bounded count has slope ~0
+MAX_OFF_GROWTH = 0.25
+
+
+@dataclass(frozen=True)
+class AlmostAll:
+    """The "almost all layers" check of one statement over a sweep (:func:`almost_all`)."""
+
+    slope: float
+    slope_err: float
+    deepest: int
+    deepest_min_fraction: float
+    growth_ok: bool
+    deepest_ok: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.growth_ok and self.deepest_ok
+
+    def describe(self) -> str:
+        return (f"slope of the count vs L {self.slope:+.3f} ± {self.slope_err:.3f}; smallest "
+                f"fraction at L = {self.deepest}: {self.deepest_min_fraction:.2f}")
+
+
+def almost_all(nets: pd.DataFrame, off: str = "off", fraction: str = "on_fraction"
+               ) -> AlmostAll:
+    """Judge "almost all layers" from one row per net (``depth``, the count of failing layers
+    ``off`` and the passing ``fraction``): the count does not grow with L (least-squares slope
+    over every net + 2 SE < :data:`MAX_OFF_GROWTH`; with < 3 nets the error is unknown and the
+    check fails) and every net at the deepest depth has ``fraction >=`` :data:`ON_MIN`."""
+    slope, se = linear_fit(nets["depth"], nets[off])
+    growth_ok = bool(np.isfinite(slope) and np.isfinite(se)
+                     and slope + 2 * se < MAX_OFF_GROWTH)
+    L = int(nets["depth"].max())
+    fr = float(nets.loc[nets["depth"] == L, fraction].min())
+    return AlmostAll(slope, se, L, fr, growth_ok, bool(fr >= ON_MIN))
+
+
 # --------------------------------------------------------------------------- small statistics
 
 
@@ -345,14 +407,22 @@ def loglog_fit(x: Any, y: Any) -> tuple[float, float]:
     points, one distinct x or y <= 0; the error is nan with < 3 points). Repeated x (seeds)
     are fine."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.size < 2 or np.any(y <= 0) or np.unique(x).size < 2:
+    if np.any(x <= 0) or np.any(y <= 0):
         return float("nan"), float("nan")
-    lx, ly = np.log(x), np.log(y)
-    b, a = np.polyfit(lx, ly, 1)
+    return linear_fit(np.log(x), np.log(y))
+
+
+def linear_fit(x: Any, y: Any) -> tuple[float, float]:
+    """Least-squares slope of y against x and its standard error (nan with < 2 points or one
+    distinct x; the error is nan with < 3 points). Repeated x (seeds) are fine."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.size < 2 or np.unique(x).size < 2:
+        return float("nan"), float("nan")
+    b, a = np.polyfit(x, y, 1)
     if x.size < 3:
         return float(b), float("nan")
-    resid = ly - (a + b * lx)
-    se = np.sqrt(resid @ resid / (x.size - 2) / ((lx - lx.mean()) @ (lx - lx.mean())))
+    resid = y - (a + b * x)
+    se = np.sqrt(resid @ resid / (x.size - 2) / ((x - x.mean()) @ (x - x.mean())))
     return float(b), float(se)
 
 
