@@ -241,20 +241,33 @@ def test_narrow_minima_verdict():
 
 def test_symmetry_verdict():
     cfg = symmetry.CONFIGS["quick"]
-    base = dict(layers=pd.DataFrame(), layer=6, rank=2.1, change_axis=0.02, change_random=0.8,
-                r2=(0.97, 0.95), pca=np.zeros((3, 2)), invariants=np.zeros((3, 2)))
-    assert symmetry.verdict(symmetry.Result(**base), cfg).passed
-    for bad in ({"rank": 2.9}, {"change_axis": 0.2}, {"r2": (0.97, 0.5)}):
-        assert not symmetry.verdict(symmetry.Result(**{**base, **bad}), cfg).passed
+    base = dict(seed=0, layers=pd.DataFrame({"layer": [1]}), layer=6, rank=2,
+                participation=1.7, change_axis=0.02, change_random=0.8, r2=(0.97, 0.95),
+                pca=np.zeros((3, 2)), invariants=np.zeros((3, 2)))
+
+    def res(*seeds):
+        return symmetry.Result(tuple(symmetry.SeedResult(**{**base, "seed": i, **s})
+                                     for i, s in enumerate(seeds)))
+
+    c = symmetry.verdict(res({}, {}, {}), cfg)
+    assert c.passed and "1.70 ± 0" in c.measured
+    # one seed violating one part fails the claim
+    for bad in ({"rank": 3}, {"rank": 1}, {"change_axis": 0.2}, {"r2": (0.97, 0.5)}):
+        assert not symmetry.verdict(res({}, bad, {}), cfg).passed
+    assert not symmetry.verdict(res(), cfg).passed  # no seed: no verdict
 
 
 def test_digits_finding():
     cfg = digits.CONFIGS["quick"]
-    nets = pd.DataFrame({"depth": [6], "rep_erank_participation_middle": [3.2],
-                         "near_one_middle": [4.0], "bound_k": [3], "test_accuracy": [0.9],
-                         "min_slack": [2.0], "slack_ok": [True]})
+    nets = pd.DataFrame({"depth": [6, 6, 6], "seed": [0, 1, 2],
+                         "rep_energy_rank_middle": [3.0, 3.0, 4.0],
+                         "rep_erank_participation_middle": [2.2, 2.4, 2.6],
+                         "near_one_middle": [4.0, 4.0, 4.0], "bound_k": [3, 3, 4],
+                         "test_accuracy": [0.9, 0.92, 0.94], "min_slack": [2.0, 1.0, 3.0],
+                         "slack_ok": [True, True, True]})
     c = digits.verdict(digits.Result(nets, pd.DataFrame()), cfg)
     assert c.passed and c.kind == "finding"
+    assert "rank 3.3 ± 0.33" in c.measured and "test acc 0.920 ± 0.012" in c.measured
     assert not digits.verdict(digits.Result(nets.assign(slack_ok=False), pd.DataFrame()),
                               cfg).passed
 

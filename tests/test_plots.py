@@ -30,7 +30,7 @@ def test_backend_unchanged_after_claim_figure_and_analysis(tmp_path):
         df = pd.DataFrame({{"solution": ["rank 2", "rank 1"], "seed": 0, "depth": 4,
                            "ntk_per_NL": [1.0, 3.0]}})
         plots.narrow_minima_figure(df, r"{tmp_path / 'claim.png'}")
-        lay = a.layers.assign(depth=4, seed=0)
+        lay = a.layers.assign(depth=4, seed=0, rep_energy_rank=2)
         plots.rep_rank_figure(lay, 2, r"{tmp_path / 'rank.png'}")
         print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules, type(fig).__name__)
     """)

@@ -55,7 +55,8 @@ def test_reproduce_plans_everything_then_executes_once(smoke):
                for c in EXPERIMENTS[n].plan(get_config(n, "smoke"))]
     assert [c.default_name() for c in calls[0]] == planned
     sw = get_config("bound", "smoke")
-    n_unique = len(sw.depths) * len(sw.seeds) + 1 + len(get_config("digits", "smoke").depths)
+    dg, sy = get_config("digits", "smoke"), get_config("symmetry", "smoke")
+    n_unique = len(sw.depths) * len(sw.seeds) + len(sy.seeds) + len(dg.depths) * len(dg.seeds)
     assert len(set(planned)) == n_unique  # claims 2-5 share the sweep's runs
     data = _strict((out / "claims.json").read_text())
     assert data["meta"]["n_runs"] == n_unique and data["meta"]["train_seconds"] >= 0

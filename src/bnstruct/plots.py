@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     # panels (draw on the Axes you pass)
     "draw_weight_spectra", "draw_rank_profile", "draw_pca", "draw_norm_vs_depth",
-    "draw_over_seeds", "draw_weight_structure", "draw_bound", "draw_c1", "draw_ntk_vs_c",
-    "draw_sharpness",
+    "draw_over_seeds", "draw_weight_structure", "draw_rank_over_seeds", "draw_bound",
+    "draw_c1", "draw_ntk_vs_c", "draw_sharpness",
     "draw_narrow_minima", "draw_linear_cost", "draw_linear_singular_values",
     # figures of the reproduction (one PNG each)
     "new_figure", "save_figure", "linear_cost_figure", "norm_vs_depth_figure",
@@ -300,10 +300,13 @@ def draw_narrow_minima(ax: Axes, df: pd.DataFrame) -> None:
 
 
 def draw_linear_cost(ax: Axes, depths: pd.DataFrame) -> None:
-    """Trained ``||theta||^2`` against ``linear_cost(A, L)`` per depth."""
-    ax.plot(depths["depth"], depths["linear_cost"], "k-", label=r"$L\sum_i s_i(A)^{2/L}$")
-    ax.plot(depths["depth"], depths["param_norm2"], "o", color="C1",
-            label=r"trained $\|\theta\|^2$")
+    """Trained ``||theta||^2`` of every net against ``linear_cost(A, L)`` (the line: its mean
+    over the seeds per depth)."""
+    cost = depths.groupby("depth")["linear_cost"].mean()
+    ax.plot(cost.index, cost.to_numpy(), "k-",
+            label=r"$L\sum_i s_i(A)^{2/L}$ (mean over seeds)")
+    ax.plot(depths["depth"], depths["param_norm2"], "o", color="C1", alpha=0.7,
+            label=r"trained $\|\theta\|^2$, every net")
     ax.set(xlabel="depth L", ylabel=r"$\|\theta\|^2$", title="deep linear nets: cost vs theory")
     ax.legend()
 
@@ -362,29 +365,37 @@ def weight_structure_figure(nets: pd.DataFrame, k: int, eps: float, quantile: fl
     return save_figure(fig, path)
 
 
+def draw_rank_over_seeds(ax: Axes, layers: pd.DataFrame, column: str, *,
+                         labels: Mapping[int, str] | None = None, k: int | None = None) -> None:
+    """A per-layer column of a sweep's layer table against the relative layer ``l/L``: one
+    line per depth (the mean over its seeds) with a band from the smallest to the largest
+    seed; ``labels`` (depth -> legend text) override ``"L=..."``; a dashed line at ``k``."""
+    depths = sorted(layers["depth"].unique())
+    for c, L in zip(_colors(len(depths)), depths, strict=True):
+        g = layers[layers["depth"] == L].groupby("layer")[column]
+        x = g.mean().index.to_numpy(float) / L
+        ax.plot(x, g.mean().to_numpy(float), "o-", ms=3, color=c,
+                label=(labels or {}).get(int(L), f"L={L}"))
+        ax.fill_between(x, g.min().to_numpy(float), g.max().to_numpy(float), color=c,
+                        alpha=0.15, lw=0)
+    if k is not None:
+        ax.axhline(k, color="k", ls="--", lw=1, label=f"k = {k}")
+    ax.set_yscale("log", base=2)
+    ax.set(xlabel=r"relative layer $\ell / L$",
+           ylabel="dimension of the centered representation")
+
+
 def rep_rank_figure(layers: pd.DataFrame, k: int, path: Path) -> Path:
     """Per layer (relative position ``l/L``), one line per depth with a band over its seeds
     (min to max): the energy rank of the centered representation (claim 4's measure) and its
     participation ratio (reported; below k when anisotropic)."""
     fig = new_figure((11, 3.8))
-    axes = fig.subplots(1, 2, sharex=True)
-    depths = sorted(layers["depth"].unique())
-    cols = (("rep_energy_rank", "energy rank (all but 1% of the energy)"),
-            ("rep_erank_participation", "participation ratio (reported)"))
-    for ax, (col, title) in zip(axes, cols, strict=True):
-        if col not in layers:
-            continue
-        for c, L in zip(_colors(len(depths)), depths, strict=True):
-            g = layers[layers["depth"] == L].groupby("layer")[col]
-            x = g.mean().index.to_numpy(float) / L
-            ax.plot(x, g.mean().to_numpy(float), "o-", ms=3, color=c, label=f"L={L}")
-            ax.fill_between(x, g.min().to_numpy(float), g.max().to_numpy(float), color=c,
-                            alpha=0.15, lw=0)
-        ax.axhline(k, color="k", ls="--", lw=1, label=f"k = {k}")
-        ax.set_yscale("log", base=2)
-        ax.set(xlabel=r"relative layer $\ell / L$", ylabel="dimension of the centered "
-               "representation", title=title)
-    axes[0].legend(fontsize=7, ncol=2)
+    a, b = fig.subplots(1, 2, sharex=True)
+    draw_rank_over_seeds(a, layers, "rep_energy_rank", k=k)
+    a.set_title("energy rank (all but 1% of the energy)")
+    a.legend(fontsize=7, ncol=2)
+    draw_rank_over_seeds(b, layers, "rep_erank_participation", k=k)
+    b.set_title("participation ratio (reported)")
     return save_figure(fig, path)
 
 
@@ -426,14 +437,15 @@ def symmetry_figure(pca: np.ndarray, inv: np.ndarray, layer: int, layers: pd.Dat
 
 
 def digits_figure(layers: pd.DataFrame, nets: pd.DataFrame, path: Path) -> Path:
-    """Participation ratio of the centered representation per layer for each depth."""
-    fig = new_figure((5.6, 3.8))
-    ax = fig.subplots()
-    depths = sorted(layers["depth"].unique())
-    for col, L in zip(_colors(len(depths)), depths, strict=True):
-        acc = float(nets.loc[nets["depth"] == L, "test_accuracy"].iloc[0])
-        draw_rank_profile(ax, layers[layers["depth"] == L], columns=["rep_erank_participation"],
-                          relative=True, color=col, label=f"L={L} (test acc {acc:.2f})")
-    ax.set(ylabel="participation ratio (centered)", title="digits: representation rank")
-    ax.legend(fontsize=8)
+    """Energy rank and participation ratio of the centered representation per layer, one
+    line per depth (mean over seeds, band: min to max), labelled with the test accuracy."""
+    fig = new_figure((11, 3.8))
+    a, b = fig.subplots(1, 2, sharex=True)
+    acc = nets.groupby("depth")["test_accuracy"].mean()
+    labels = {int(L): f"L={L} (test acc {v:.2f})" for L, v in acc.items()}
+    draw_rank_over_seeds(a, layers, "rep_energy_rank", labels=labels)
+    a.set_title("digits: energy rank (all but 1% of the energy)")
+    a.legend(fontsize=7)
+    draw_rank_over_seeds(b, layers, "rep_erank_participation", labels=labels)
+    b.set_title("digits: participation ratio")
     return save_figure(fig, path)

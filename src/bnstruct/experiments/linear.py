@@ -20,7 +20,7 @@ from ..config import ModelSpec, RunConfig
 from ..models import DeepLinear
 from ..store import Run
 from ..training import Stage
-from ._common import Claim, Kind, Memo, require_status, run_config, task_spec
+from ._common import Claim, Kind, Memo, fmt_mean_se, require_status, run_config, task_spec
 
 NAME = "linear"
 KIND: Kind = "claim"
@@ -41,7 +41,7 @@ class Config:
     lam: float = 0.05
     lr: float = 3e-3
     steps: int = 3000
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
 
     def stages(self) -> tuple[Stage, ...]:
         # Adam fits and prunes the unused directions fast; the low-lr Adam and plain-GD stages
@@ -52,7 +52,7 @@ class Config:
 
 
 CONFIGS = {
-    "smoke": Config(depths=(2, 3, 4), d=8, k=2, width=8, n_train=64, steps=300),
+    "smoke": Config(depths=(2, 3, 4), d=8, k=2, width=8, n_train=64, steps=300, seeds=(0, 1)),
     "quick": Config(),
     "full": Config(depths=(2, 4, 8, 12, 16), d=50, k=4, width=50, n_train=500, steps=10000),
 }
@@ -67,16 +67,17 @@ def statement(cfg: Config) -> str:
 
 
 def plan(cfg: Config) -> list[RunConfig]:
-    """One deep linear net per depth."""
+    """One deep linear net per (depth, seed), depth-major."""
     spec = task_spec("linear", k=cfg.k, d_in=cfg.d, d_out=cfg.d, n_train=cfg.n_train)
-    return [run_config(spec, ModelSpec("linear", cfg.width, L), cfg.stages(), seed=cfg.seed)
-            for L in cfg.depths]
+    return [run_config(spec, ModelSpec("linear", cfg.width, L), cfg.stages(), seed=s)
+            for L in cfg.depths for s in cfg.seeds]
 
 
 @dataclass(frozen=True)
 class Result:
-    """``depths``: one row per net (depth, param_norm2, linear_cost, cost_rel_err, rank);
-    ``layers``: one row per (depth, layer, i) with the singular value and its prediction."""
+    """``depths``: one row per net (depth, seed, param_norm2, linear_cost, cost_rel_err, rank);
+    ``layers``: one row per (depth, seed, layer, i) with the singular value and its
+    prediction."""
 
     depths: pd.DataFrame
     layers: pd.DataFrame
@@ -96,18 +97,20 @@ def measure(cfg: Config, runs: Sequence[Run], *, memo: Memo | None = None) -> Re
         rank = int((s > RANK_RTOL * s[0]).sum())
         n2 = float(sum(float(W.detach().pow(2).sum()) for W in m.weights()))
         cost = linear_cost(A, L, rtol=RANK_RTOL)
-        drows.append({"depth": L, "param_norm2": n2, "linear_cost": cost,
+        seed = r.config.seed
+        drows.append({"depth": L, "seed": seed, "param_norm2": n2, "linear_cost": cost,
                       "cost_rel_err": abs(n2 - cost) / cost, "rank": rank,
                       "rel_fit": r.summary["final"].get("rel_fit")})
         pred = s[:rank] ** (1.0 / L)
         for l, W in enumerate(m.weights(), start=1):
             sw = np.linalg.svd(W.detach().numpy(), compute_uv=False)
             for i in range(rank):
-                lrows.append({"depth": L, "layer": l, "i": i + 1, "s": float(sw[i]),
+                lrows.append({"depth": L, "seed": seed, "layer": l, "i": i + 1, "s": float(sw[i]),
                               "predicted": float(pred[i]),
                               "rel_err": abs(sw[i] - pred[i]) / pred[i]})
             if rank < sw.size:
-                lrows.append({"depth": L, "layer": l, "i": rank + 1, "s": float(sw[rank]),
+                lrows.append({"depth": L, "seed": seed, "layer": l, "i": rank + 1,
+                              "s": float(sw[rank]),
                               "predicted": 0.0, "rel_err": float("nan")})
     return Result(pd.DataFrame(drows), pd.DataFrame(lrows))
 
@@ -119,11 +122,13 @@ def verdict(res: Result, cfg: Config) -> Claim:
     worst_sv = float(nz["rel_err"].max()) if len(nz) else float("nan")
     n_depths = int(d["depth"].nunique()) if len(d) else 0
     passed = bool(n_depths >= MIN_DEPTHS and worst_cost <= COST_RTOL and worst_sv <= SV_RTOL)
-    per = ", ".join(f"L={int(r.depth)}: {100 * r.cost_rel_err:.2g}%" for r in d.itertuples())
+    per = ", ".join(f"L={int(L)}: {fmt_mean_se(100 * g['cost_rel_err'], '.2g')}%"
+                    for L, g in d.groupby("depth")) if len(d) else "none"
     return Claim(
         NAME, statement(cfg), kind=KIND,
         measured=(f"worst |norm2 - cost|/cost {100 * worst_cost:.3g}% ({per}); worst layer "
-                  f"singular value error {100 * worst_sv:.3g}% over {n_depths} depths"),
+                  f"singular value error {100 * worst_sv:.3g}% over {n_depths} depths, "
+                  f"{len(d)} nets "                  "(every net judged; per depth mean ± SE over seeds)"),
         expected="norm2 = L sum s_i^(2/L); s_i(W_l) = s_i(A)^(1/L)",
         tolerance=f"cost <= {100 * COST_RTOL:g}%, singular values <= {100 * SV_RTOL:g}%, "
                   f">= {MIN_DEPTHS} depths",
