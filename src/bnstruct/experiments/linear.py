@@ -128,7 +128,7 @@ def verdict(res: Result, cfg: Config) -> Claim:
         NAME, statement(cfg), kind=KIND,
         measured=(f"worst |norm2 - cost|/cost {100 * worst_cost:.3g}% ({per}); worst layer "
                   f"singular value error {100 * worst_sv:.3g}% over {n_depths} depths, "
-                  f"{len(d)} nets "                  "(every net judged; per depth mean ± SE over seeds)"),
+                  f"{len(d)} nets (every net judged; per depth mean ± SE over seeds)"),
         expected="norm2 = L sum s_i^(2/L); s_i(W_l) = s_i(A)^(1/L)",
         tolerance=f"cost <= {100 * COST_RTOL:g}%, singular values <= {100 * SV_RTOL:g}%, "
                   f">= {MIN_DEPTHS} depths",
