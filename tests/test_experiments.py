@@ -94,6 +94,11 @@ def test_norm_vs_depth_verdict():
     assert c.passed and abs(c.values["R0"] - 2) < 1e-9
     assert not norm_vs_depth.verdict(_sweep(norms=lambda L: 3.5 * L + 5), SW).passed
     assert not norm_vs_depth.verdict(_sweep(depths=(6, 9, 12)), SW).passed  # < 4 depths
+    # slope 2 but a noisy fit: R0_hat within 0.5 of k, its 2-SE interval is not
+    noisy = _sweep(seeds=(0, 1, 2))
+    noisy.nets["param_norm2"] += np.where(noisy.nets["seed"] == 1, 6.0, -3.0)
+    c = norm_vs_depth.verdict(noisy, SW)
+    assert abs(c.values["R0"] - 2) < 0.5 and c.values["R0_err"] > 0.15 and not c.passed
 
 
 def test_weight_spectra_verdict():
