@@ -54,7 +54,7 @@ class Config:
 CONFIGS = {
     "smoke": Config(depths=(2, 3, 4), d=8, k=2, width=8, n_train=64, steps=300, seeds=(0, 1)),
     "quick": Config(),
-    "full": Config(depths=(2, 4, 8, 12, 16), d=50, k=4, width=50, n_train=500, steps=10000),
+    "full": Config(depths=(2, 4, 8, 12, 16), d=50, k=4, width=50, n_train=256, steps=5000),
 }
 
 
