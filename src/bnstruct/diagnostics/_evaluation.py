@@ -660,14 +660,14 @@ def _chain_ntk_matvec(chain: Chain, fw: Forward) -> Callable[[torch.Tensor], tor
         for l in range(L - 1, -1, -1):
             g[l] = acts[l].T @ delta  # [n_{l-1} (+1), n_l]: gradient of (W_l, b_l)^T
             if l > 0:
-                delta = delta @ chain.weights[l]
+                delta = delta @ chain.weights[l]  # fresh: masked in place
                 mask = fw.d[l - 1]
                 if mask is not None:
-                    delta = delta * mask
+                    delta.mul_(mask)
         zdot = acts[0] @ g[0]
         for l in range(1, L):
             d = fw.d[l - 1]
-            adot = zdot if d is None else zdot * d
+            adot = zdot if d is None else zdot.mul_(d)
             zdot = torch.addmm(acts[l] @ g[l], adot, WT[l])
-        return zdot if fw.d[-1] is None else zdot * fw.d[-1]
+        return zdot if fw.d[-1] is None else zdot.mul_(fw.d[-1])
     return mv
