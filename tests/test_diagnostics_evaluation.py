@@ -332,3 +332,46 @@ def test_production_code_does_not_import_the_references():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_svdvals_list_equals_one_call_per_matrix():
+    """Same-shape matrices go through one batched call: the values are bit-identical to one
+    call per matrix (the same LAPACK routine), order kept across mixed shapes."""
+    from bnstruct.diagnostics._evaluation import svdvals, svdvals_list
+
+    g = torch.Generator().manual_seed(3)
+    mats = [torch.randn(7, 4, generator=g, dtype=torch.float64),
+            torch.randn(3, 5, generator=g, dtype=torch.float64),
+            torch.relu(torch.randn(7, 4, generator=g, dtype=torch.float64)),
+            torch.zeros(7, 4, dtype=torch.float64),
+            torch.randn(3, 5, generator=g, dtype=torch.float64)]
+    got = svdvals_list(mats)
+    assert len(got) == len(mats)
+    for A, s in zip(mats, got, strict=True):
+        assert torch.equal(s, svdvals(A))
+        ref = torch.from_numpy(np.linalg.svd(A.numpy(), compute_uv=False))
+        torch.testing.assert_close(s, ref, rtol=1e-12, atol=1e-14)
+
+
+def test_chain_ntk_matvec_leaves_the_forward_pass_intact():
+    """The NTK matvec masks its own fresh tensors in place: the stored forward pass and the
+    vector are not modified, and repeated products agree with the dense float64 kernel."""
+    from bnstruct.diagnostics._evaluation import Evaluation
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(),
+                        nn.Linear(4, 2), nn.ReLU()).double()
+    X = torch.randn(6, 3, dtype=torch.float64)
+    ev = Evaluation(net, X)
+    fw = ev.forward
+    before = [t.clone() for t in (*fw.a, *[d for d in fw.d if d is not None], fw.out)]
+    mv = ev.ntk_matvec()
+    K = ev.ntk("full").permute(0, 2, 1, 3).reshape(12, 12)
+    v = torch.randn(6, 2, dtype=torch.float64)
+    v0 = v.clone()
+    for _ in range(2):
+        torch.testing.assert_close(mv(v).reshape(-1), K @ v.reshape(-1), rtol=1e-10,
+                                   atol=1e-12)
+    assert torch.equal(v, v0)
+    after = [*fw.a, *[d for d in fw.d if d is not None], fw.out]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))

@@ -297,7 +297,8 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
     Baseline: what a user writes to get the same numbers without ``analyze``:
     :func:`~bnstruct.weight_spectra` (and their effective ranks),
     :func:`~bnstruct.representations` (the SVD of each centered representation, its
-    effective and numerical ranks), :func:`~bnstruct.jacobian` (its SVDs for the ranks),
+    effective and numerical ranks, and the top two principal directions of a middle layer:
+    analyze's ``pca``), :func:`~bnstruct.jacobian` (its SVDs for the ranks),
     :func:`~bnstruct.diagnostics.estimate_bottleneck_rank`,
     :func:`~bnstruct.log_pdet`, :func:`~bnstruct.bottleneck_bound` at ``k``,
     :func:`~bnstruct.ntk` trace, :func:`~bnstruct.ntk_max_eig`, :func:`~bnstruct.balancedness`
@@ -338,6 +339,8 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
         r_ranks = [[effective_rank(s, m) for m in methods]
                    + [numerical_rank(s, tuple(A.shape), eps)]
                    for s, A in zip(rs, reps, strict=True)]
+        C = center(reps[depth // 2 - 1])  # the PCA of a middle layer, as analyze gives
+        pca = C @ torch.linalg.svd(C, full_matrices=False)[2][:2].T
         J = jacobian(model, X)
         sJ = torch.linalg.svdvals(J)
         j_rank = int((sJ > sJ[:, :1] * max(J.shape[1:]) * 2.0**-52).sum(1).max())
@@ -348,8 +351,8 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
         lmax = ntk_max_eig(model, X)
         bal = balancedness(model)
         norm2 = param_norm2(model)
-        got["by_hand"] = (lmax, float(bound["slack"].min()), w_ranks, r_ranks, k_est, lp, tr,
-                          bal, norm2)
+        got["by_hand"] = (lmax, float(bound["slack"].min()), w_ranks, r_ranks, pca, k_est, lp,
+                          tr, bal, norm2)
 
     def one_call() -> None:
         a = analyze(model, X, k)

@@ -174,7 +174,9 @@ def forward(chain: Chain, X: torch.Tensor) -> Forward:
 
 def backward_factors(chain: Chain, fw: Forward) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(l, G_l)`` for ``l = L .. 1`` (1-based), ``G_l = df/dz_l`` of shape
-    ``[N, d_out, n_l]``; only the current factor is kept (memory O(N d_out max n_l))."""
+    ``[N, d_out, n_l]``; only the current factor is kept (memory O(N d_out max n_l)). The
+    factors are read-only for the caller (``G_L`` and ``G_{L-1}`` may be expanded views of
+    the identity and of ``W_L``)."""
     N = fw.out.shape[0]
     L = chain.depth
     eye = torch.eye(chain.d_out, dtype=fw.out.dtype, device=fw.out.device)
@@ -183,7 +185,10 @@ def backward_factors(chain: Chain, fw: Forward) -> Iterator[tuple[int, torch.Ten
     for l in range(L, 0, -1):
         yield l, G
         if l > 1:
-            G = G @ chain.weights[l - 1]
-            d = fw.d[l - 2]
+            W, d = chain.weights[l - 1], fw.d[l - 2]
+            if l == L and d_last is None:  # G_L = I: G_L W_L = W_L exactly, no product
+                G = W.expand(N, -1, -1) if d is None else W * d[:, None, :]
+                continue
+            G = G @ W  # a fresh tensor: the mask is applied in place
             if d is not None:
-                G = G * d[:, None, :]
+                G.mul_(d[:, None, :])

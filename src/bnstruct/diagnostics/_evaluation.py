@@ -52,7 +52,7 @@ from ._general import (
 from ._lanczos import DENSE_MAX, dense_top_eig, top_eig
 
 __all__ = ["Evaluation", "IMPLEMENTATIONS", "Implementation", "NTK_MODES", "NTK_DENSE_MAX",
-           "BOUND_COLUMNS", "log_pdet_from_svals", "svdvals"]
+           "BOUND_COLUMNS", "log_pdet_from_svals", "svdvals", "svdvals_list"]
 
 Implementation = Literal["structured", "autodiff", "auto"]
 IMPLEMENTATIONS: tuple[str, ...] = ("structured", "autodiff", "auto")
@@ -77,6 +77,24 @@ def svdvals(A: torch.Tensor) -> torch.Tensor:
         return torch.linalg.svdvals(A)
     return torch.from_numpy(np.linalg.svd(A.detach().contiguous().numpy(),
                                           compute_uv=False)).to(A.dtype)
+
+
+def svdvals_list(mats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """:func:`svdvals` of each matrix of ``mats``, in order; matrices of the same shape,
+    dtype and device are stacked into one batched call (the same LAPACK routine on each
+    matrix, so the values are those of one call per matrix)."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, A in enumerate(mats):
+        groups.setdefault((tuple(A.shape), A.dtype, A.device), []).append(i)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(mats)
+    for idx in groups.values():
+        if len(idx) == 1:
+            out[idx[0]] = svdvals(mats[idx[0]])
+            continue
+        for i, s in zip(idx, svdvals(torch.stack([mats[i] for i in idx])).unbind(0),
+                        strict=True):
+            out[i] = s
+    return out
 
 
 def log_pdet_from_svals(s: torch.Tensor, k: int, shape: tuple[int, int],
@@ -259,9 +277,11 @@ class Evaluation:
 
     @property
     def rep_spectra(self) -> list[torch.Tensor]:
-        """Singular values of each centered representation (``[N, n_l]``)."""
+        """Singular values of each centered representation (``[N, n_l]``); representations of
+        the same shape go through one batched SVD call."""
         def run() -> list[torch.Tensor]:
-            return [svdvals(center(A.reshape(A.shape[0], -1))) for A in self.representations()]
+            return svdvals_list([center(A.reshape(A.shape[0], -1))
+                                 for A in self.representations()])
         out = self._cached("rep_spectra", run)
         assert isinstance(out, list)
         return out
@@ -393,7 +413,7 @@ class Evaluation:
                     q = fw.a[l - 1].pow(2).sum(1)
                     if chain.biases[l - 1] is not None:
                         q = q + 1.0
-                    tr += q * G.pow(2).sum((1, 2))
+                    tr += q * torch.linalg.vector_norm(G, dim=(1, 2)).square()
                 assert G is not None
                 return G @ chain.weights[0], tr
         out = self._cached("sweep", run)
@@ -640,14 +660,14 @@ def _chain_ntk_matvec(chain: Chain, fw: Forward) -> Callable[[torch.Tensor], tor
         for l in range(L - 1, -1, -1):
             g[l] = acts[l].T @ delta  # [n_{l-1} (+1), n_l]: gradient of (W_l, b_l)^T
             if l > 0:
-                delta = delta @ chain.weights[l]
+                delta = delta @ chain.weights[l]  # fresh: masked in place
                 mask = fw.d[l - 1]
                 if mask is not None:
-                    delta = delta * mask
+                    delta.mul_(mask)
         zdot = acts[0] @ g[0]
         for l in range(1, L):
             d = fw.d[l - 1]
-            adot = zdot if d is None else zdot * d
+            adot = zdot if d is None else zdot.mul_(d)
             zdot = torch.addmm(acts[l] @ g[l], adot, WT[l])
-        return zdot if fw.d[-1] is None else zdot * fw.d[-1]
+        return zdot if fw.d[-1] is None else zdot.mul_(fw.d[-1])
     return mv
