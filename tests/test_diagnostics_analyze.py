@@ -417,3 +417,25 @@ def test_cli_bench_analyze_json(capsys):
     assert [r["variant"] for r in d["rows"]] == ["public functions one by one", "analyze"]
     assert d["ntk_max_eig_rel_diff"] <= 1e-12 and d["bound_slack_min_diff"] <= 1e-9
     assert main(["bench", "analyze", "--n", "0"]) == 2
+
+
+def test_analyze_rep_energy_rank_against_numpy():
+    """``rep_energy_rank``: the fewest principal directions of the centered representation
+    holding all but ENERGY_TOL of its energy, from a NumPy forward pass and SVD."""
+    from bnstruct.conventions import ENERGY_TOL
+
+    torch.manual_seed(3)
+    m = bn.MLP(4, 12, 5, 3).double()
+    X = _pts(4, 60, 2)
+    df = bn.analyze(m, X, 2, ntk=False).layers
+    a = X.numpy()
+    lins = [x for x in m.modules() if isinstance(x, torch.nn.Linear)]
+    for l, lin in enumerate(lins, start=1):
+        a = a @ lin.weight.detach().numpy().T + lin.bias.detach().numpy()
+        if l < len(lins):
+            a = np.maximum(a, 0.0)
+        e = np.linalg.svd(a - a.mean(0), compute_uv=False) ** 2
+        outside = e.sum() - np.cumsum(e)
+        want = 1 + int(np.argmax(outside <= ENERGY_TOL * e.sum()))
+        assert df["rep_energy_rank"].iloc[l - 1] == want, l
+    assert df["rep_energy_rank"].nunique() > 1  # not a constant column

@@ -82,7 +82,7 @@ LAYER_COLUMNS = (
     + ["near_one", "s_k1", "gap_rank", "gap_ratio", "clear_gap_at_k", "stable_rank",
        "w_erank_entropy", "w_erank_participation", "w_erank_threshold",
        "rep_width", "rep_erank_entropy", "rep_erank_participation", "rep_erank_threshold",
-       "rep_rank_numerical", "balance", "middle", "in_bottleneck"]
+       "rep_rank_numerical", "rep_energy_rank", "balance", "middle", "in_bottleneck"]
 )
 #: per-layer columns that need a positively homogeneous chain (null for other models)
 THEORY_COLUMNS = ("near_one", "s_k1", "clear_gap_at_k", "balance", "in_bottleneck")
@@ -210,6 +210,7 @@ def _representations(c: _Layers) -> Columns:
         cols[f"rep_erank_{m}"] = [effective_rank(r, m) for r in c.r]
     cols["rep_rank_numerical"] = [numerical_rank(r, (N, n), eps_model)
                                   for r, n in zip(c.r, widths, strict=True)]
+    cols["rep_energy_rank"] = [energy_rank(r) for r in c.r]
     return cols
 
 
@@ -533,7 +534,7 @@ def _analyze_general(ev: Evaluation, k: int | None, *, Y: torch.Tensor | None,
         for m in _ERANKS:
             row[f"w_erank_{m}"] = effective_rank(s, m) if not sk else math.nan
         for c in ("rep_width", "rep_erank_entropy", "rep_erank_participation",
-                  "rep_erank_threshold", "rep_rank_numerical"):
+                  "rep_erank_threshold", "rep_rank_numerical", "rep_energy_rank"):
             row[c] = math.nan  # representations: see Analysis.representations
         row.update({c: None for c in THEORY_COLUMNS})
         row["middle"] = l in mids

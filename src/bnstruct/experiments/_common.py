@@ -44,8 +44,8 @@ T = TypeVar("T")
 
 #: columns an experiment adds to :func:`bnstruct.analyze`'s per-layer table (:func:`net_layers`)
 OWN_LAYER_COLUMNS = ("run", "depth", "seed", "k", "mean_align",
-                     "rep_erank_participation_uncentered", "rep_energy_rank",
-                     "rep_energy_outside_k", "rep_energy_kth")
+                     "rep_erank_participation_uncentered", "rep_energy_outside_k",
+                     "rep_energy_kth")
 
 
 @dataclass(frozen=True)
@@ -173,12 +173,13 @@ def _own_columns(model: torch.nn.Module, X: torch.Tensor, k: int) -> pd.DataFram
     NaN when ``W_l`` has no ``(k+1)``-th value or the mean is 0),
     ``rep_erank_participation_uncentered`` (participation ratio of the *uncentered*
     representation, for comparison with analyze's centered one), and from the singular values
-    :math:`s_i` of the **centered** representation: ``rep_energy_rank``
-    (:func:`~bnstruct.conventions.energy_rank`), ``rep_energy_outside_k``
+    :math:`s_i` of the **centered** representation (whose
+    :func:`~bnstruct.conventions.energy_rank` is analyze's ``rep_energy_rank``):
+    ``rep_energy_outside_k``
     (:math:`\sum_{i>k} s_i^2 / \sum_i s_i^2`) and ``rep_energy_kth``
     (:math:`s_k^2 / \sum_i s_i^2`, 0 when the representation has fewer than k values).
     Float64."""
-    from ..conventions import center, effective_rank, energy_rank
+    from ..conventions import center, effective_rank
     from ..diagnostics import representations
     from ..models import linear_layers
 
@@ -198,7 +199,6 @@ def _own_columns(model: torch.nn.Module, X: torch.Tensor, k: int) -> pd.DataFram
         tot = float(e.sum())
         rows.append({"mean_align": align, "rep_erank_participation_uncentered":
                      effective_rank(torch.linalg.svdvals(a_out), "participation"),
-                     "rep_energy_rank": energy_rank(sc),
                      "rep_energy_outside_k": float(e[k:].sum() / tot) if tot > 0 else math.nan,
                      "rep_energy_kth": (float(e[k - 1] / tot) if e.size >= k else 0.0)
                      if tot > 0 else math.nan})
