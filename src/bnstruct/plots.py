@@ -380,6 +380,17 @@ def _mean_se_by(g: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray
     return np.array(xs), np.array(ms), np.array(ses)
 
 
+def _depth_ticks(ax: Axes, depths: Any) -> None:
+    """On a log x axis: one plain-number tick per depth, no minor ticks."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    d = sorted({int(x) for x in np.asarray(depths, float) if np.isfinite(x)})
+    if d:
+        ax.set_xticks(d, [str(x) for x in d])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def draw_ntk_vs_depth(ax: Axes, df: pd.DataFrame) -> None:
     """Learning-rate claim: :math:`\\lambda_{max}(\\Theta)/(NL)` against L (log-log), one
     line per c of the large-lr GD runs with its bound 1/c (dashed, same colour), and the
@@ -401,6 +412,7 @@ def draw_ntk_vs_depth(ax: Axes, df: pd.DataFrame) -> None:
         ax.plot(g["depth"], g["ntk_per_NL"], ".", color="C3", alpha=0.3)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _depth_ticks(ax, df["depth"])
     ax.set(xlabel="depth L", ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
            title="NTK / (NL) vs depth (dashed: 1/c)")
     ax.legend(fontsize=8)
@@ -421,6 +433,7 @@ def draw_rep_convergence(ax: Axes, nets: pd.DataFrame) -> None:
         ax.plot(g, np.exp(a) * g ** b, "k--", lw=1, label=f"fit: slope {b:.2f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _depth_ticks(ax, nets["depth"])
     ax.set(xlabel="depth L", ylabel=r"median$_\ell$ 1 - CKA($a_\ell$, $a_{\ell+1}$)",
            title="consecutive middle layers")
     ax.legend(fontsize=8)
