@@ -127,10 +127,13 @@ class Config:
 CONFIGS = {
     "smoke": Config(depths=(2, 3, 4), cs=(0.25, 0.5), n_train=32, width=8, warmup_steps=50,
                     steps=100, final_steps=50, seeds=(0, 1), small_steps=120),
-    # Depths: 4..24 at 3 c x 3 seeds + 3 small-lr runs per depth costs ~3x the ~90 s one-core
-    # training budget of quick (measured per step on this machine); quick stops at 12, full
-    # goes to 24. 2000/2000/1000 GD steps: every run of a seed-0 trial at L = 4, 8, 12 was
-    # stable (probe n_up = 0) with relative train error <= 0.08, as with the former 3000/3000.
+    # Depths: training cost ~ nets x steps x depth. These depths 4..12 (3 c x 3 seeds + 3
+    # small-lr runs each) took ~120 s of CPU (user time of the whole reproduce minus its
+    # ~31 s of measurement, on a 2-core machine loaded ~3x), about the ~90 s one-core budget
+    # of quick on a quiet core; 4, 8, 12, 16, 24 would cost 1.6x more (sum of depths 64 vs
+    # 40), so quick stops at 12 and full goes to 24. 2000/2000/1000 GD steps: every run of a
+    # seed-0 trial at L = 4, 8, 12 was stable (probe n_up = 0) with relative train error
+    # <= 0.08, as with the former 3000/3000/1000.
     "quick": Config(),
     "full": Config(depths=(4, 8, 12, 16, 24), n_train=256, width=100, warmup_steps=5000,
                    steps=20000, final_steps=5000, small_steps=12000),
