@@ -68,7 +68,8 @@ def _sweep(norms=lambda L: 2 * L + 5.0, depths=(6, 9, 12, 16), slack=1.0, seeds=
 def test_registry_has_every_claim_with_all_modes():
     assert list(EXPERIMENTS) == ["linear", "norm-vs-depth", "weight-spectra",
                                  "representation-rank", "bound", "learning-rate",
-                                 "narrow-minima", "symmetry", "digits"]
+                                 "narrow-minima", "symmetry", "digits",
+                                 "representation-convergence"]
     for mod in EXPERIMENTS.values():
         assert set(mod.CONFIGS) == {"smoke", "quick", "full"}
     assert len(SWEEPS["quick"].seeds) >= 3 and len(SWEEPS["full"].seeds) >= 3
@@ -184,32 +185,7 @@ def test_bound_verdict():
     assert not bound.verdict(_sweep(slack=-1e-3), SW).passed
 
 
-def _lr_frame(ntk=lambda L, c: 0.5 / c, hess=lambda lr: 1.8 / lr):
-    rows = []
-    for L in (4, 8, 12):
-        for c in (0.25, 0.5, 1.0):
-            lr = c / L
-            rows.append({"depth": L, "c": c, "lr": lr, "status": "completed", "rel_fit": 0.01,
-                         "two_over_lr": 2 / lr, "ntk_per_NL": ntk(L, c), "hessian_max": hess(lr),
-                         "n_up": 0, "converged": True})
-    return pd.DataFrame(rows)
-
-
-def test_learning_rate_verdict():
-    assert learning_rate.verdict(_lr_frame(), LR).passed
-    unbounded = _lr_frame(ntk=lambda L, c: 0.2 * L / c)
-    assert not learning_rate.verdict(unbounded, LR).passed
-    assert not learning_rate.verdict(_lr_frame(ntk=lambda L, c: 0.5 * c), LR).passed  # increasing
-    assert not learning_rate.verdict(_lr_frame(hess=lambda lr: 2.5 / lr), LR).passed
-    df = _lr_frame()
-    df.loc[0, "status"] = "diverged"
-    df.loc[0, "ntk_per_NL"] = np.nan
-    assert learning_rate.verdict(df, LR).passed  # a diverged run is reported, not counted
-    grow = learning_rate.verdict(_lr_frame(ntk=lambda L, c: 0.08 * L / c), LR)
-    assert "c=0.5: 1.00" in grow.measured  # growth with depth is shown (no verdict on it)
-    eos = _lr_frame(hess=lambda lr: 2.3 / lr).assign(n_up=50, converged=False)
-    c = learning_rate.verdict(eos, LR)  # edge of stability above 2/lr (+10%): fails, flagged
-    assert not c.passed and c.values["n_converged"] == 0
+# learning-rate's verdict (v2) is tested in test_claims_v2.py
 
 
 def test_learning_rate_probe_detects_edge_of_stability():

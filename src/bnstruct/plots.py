@@ -32,12 +32,14 @@ __all__ = [
     # panels (draw on the Axes you pass)
     "draw_weight_spectra", "draw_rank_profile", "draw_pca", "draw_norm_vs_depth",
     "draw_over_seeds", "draw_weight_structure", "draw_rank_over_seeds", "draw_bound",
-    "draw_c1", "draw_ntk_vs_c", "draw_sharpness",
-    "draw_narrow_minima", "draw_linear_cost", "draw_linear_singular_values",
+    "draw_c1", "draw_ntk_vs_c", "draw_sharpness", "draw_narrow_minima", "draw_ntk_vs_depth",
+    "draw_rep_convergence", "draw_cross_depth_cka", "draw_linear_cost",
+    "draw_linear_singular_values",
     # figures of the reproduction (one PNG each)
     "new_figure", "save_figure", "linear_cost_figure", "norm_vs_depth_figure",
     "weight_spectra_figure", "weight_structure_figure", "rep_rank_figure", "bound_figure",
-    "learning_rate_figure", "narrow_minima_figure", "symmetry_figure", "digits_figure",
+    "learning_rate_figure", "representation_convergence_figure",
+    "narrow_minima_figure", "symmetry_figure", "digits_figure",
 ]
 
 #: rank columns of analyze's table drawn by :func:`draw_rank_profile` by default
@@ -408,10 +410,110 @@ def bound_figure(bound: pd.DataFrame, nets: pd.DataFrame, k: int, path: Path) ->
 
 
 def learning_rate_figure(df: pd.DataFrame, path: Path) -> Path:
-    fig = new_figure((9, 3.8))
+    """Claim 6: the NTK against depth per c and for the small-lr runs (mean +- SE over seeds)
+    and the sharpness of the large-lr runs against 2/lr."""
+    fig = new_figure((10, 3.8))
     a, b = fig.subplots(1, 2)
-    draw_ntk_vs_c(a, df)
-    draw_sharpness(b, df)
+    draw_ntk_vs_depth(a, df)
+    large = df[df["protocol"] != "small-lr Adam"] if "protocol" in df else df
+    draw_sharpness(b, large)
+    return save_figure(fig, path)
+
+
+def _mean_se_by(g: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct ``x``: mean of ``y`` and its standard error over the rows (0 for one)."""
+    xs, ms, ses = [], [], []
+    for v, h in g.groupby(x):
+        a = h[y].to_numpy(float)
+        a = a[np.isfinite(a)]
+        if not a.size:
+            continue
+        xs.append(float(v))
+        ms.append(float(a.mean()))
+        ses.append(float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else 0.0)
+    return np.array(xs), np.array(ms), np.array(ses)
+
+
+def _depth_ticks(ax: Axes, depths: Any) -> None:
+    """On a log x axis: one plain-number tick per depth, no minor ticks."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    d = sorted({int(x) for x in np.asarray(depths, float) if np.isfinite(x)})
+    if d:
+        ax.set_xticks(d, [str(x) for x in d])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def draw_ntk_vs_depth(ax: Axes, df: pd.DataFrame) -> None:
+    """Learning-rate claim: :math:`\\lambda_{max}(\\Theta)/(NL)` against L (log-log), one
+    line per c of the large-lr GD runs with its bound 1/c (dashed, same colour), and the
+    small-lr runs (``protocol == "small-lr Adam"``) in red; error bars: mean +- SE over
+    seeds, every run as a faint point."""
+    ok = df[df["status"] == "completed"]
+    small = ok["protocol"] == "small-lr Adam" if "protocol" in ok else np.zeros(len(ok), bool)
+    cs = sorted(float(c) for c in ok.loc[~small, "c"].dropna().unique())
+    for col, c in zip(_colors(len(cs)), cs, strict=True):
+        g = ok[~small & (ok["c"] == c)]
+        L, m, se = _mean_se_by(g, "depth", "ntk_per_NL")
+        ax.errorbar(L, m, yerr=se, fmt="o-", color=col, capsize=3, label=f"GD, c={c:g}")
+        ax.plot(g["depth"], g["ntk_per_NL"], ".", color=col, alpha=0.3)
+        ax.axhline(1 / c, color=col, ls="--", lw=1)
+    g = ok[small]
+    if len(g):
+        L, m, se = _mean_se_by(g, "depth", "ntk_per_NL")
+        ax.errorbar(L, m, yerr=se, fmt="s-", color="C3", capsize=3, label="small lr (Adam)")
+        ax.plot(g["depth"], g["ntk_per_NL"], ".", color="C3", alpha=0.3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _depth_ticks(ax, df["depth"])
+    ax.set(xlabel="depth L", ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
+           title="NTK / (NL) vs depth (dashed: 1/c)")
+    ax.legend(fontsize=8)
+
+
+def draw_rep_convergence(ax: Axes, nets: pd.DataFrame) -> None:
+    """Representation-convergence claim: per-net median over consecutive middle-layer pairs
+    of ``1 - CKA`` (column ``median_d``) against L, log-log: every net as a faint point, mean
+    +- SE over seeds as error bars, and the OLS fit over every net."""
+    L, m, se = _mean_se_by(nets, "depth", "median_d")
+    ax.plot(nets["depth"], nets["median_d"], ".", color="C0", alpha=0.4)
+    ax.errorbar(L, m, yerr=se, fmt="o", color="C0", capsize=3, label="mean ± SE over seeds")
+    x, y = nets["depth"].to_numpy(float), nets["median_d"].to_numpy(float)
+    good = np.isfinite(y) & (y > 0)
+    if good.sum() >= 2 and np.unique(x[good]).size >= 2:
+        b, a = np.polyfit(np.log(x[good]), np.log(y[good]), 1)
+        g = np.unique(x[good])
+        ax.plot(g, np.exp(a) * g ** b, "k--", lw=1, label=f"fit: slope {b:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _depth_ticks(ax, nets["depth"])
+    ax.set(xlabel="depth L", ylabel=r"median$_\ell$ 1 - CKA($a_\ell$, $a_{\ell+1}$)",
+           title="consecutive middle layers")
+    ax.legend(fontsize=8)
+
+
+def draw_cross_depth_cka(ax: Axes, cross: pd.DataFrame) -> None:
+    """Cross-depth finding: CKA between the representations at relative depth ``p`` of the
+    same seed's nets of adjacent depths (x: the shallower depth), one line per ``p``, mean
+    +- SE over seeds."""
+    ps = sorted(cross["p"].unique()) if len(cross) else []
+    for col, p in zip(_colors(len(ps)), ps, strict=True):
+        L, m, se = _mean_se_by(cross[cross["p"] == p], "depth", "cka")
+        ax.errorbar(L, m, yerr=se, fmt="o-", color=col, capsize=3, label=f"p = {p:g}")
+    ax.set(xlabel="depth L (vs the next depth)", ylabel="linear CKA",
+           title="same relative depth p = l/L, adjacent depths")
+    ax.legend(fontsize=8)
+
+
+def representation_convergence_figure(nets: pd.DataFrame, cross: pd.DataFrame,
+                                      path: Path) -> Path:
+    """Claim 10: consecutive middle-layer dissimilarity against depth, and the cross-depth
+    CKA at fixed relative depth."""
+    fig = new_figure((10, 3.8))
+    a, b = fig.subplots(1, 2)
+    draw_rep_convergence(a, nets)
+    draw_cross_depth_cka(b, cross)
     return save_figure(fig, path)
 
 

@@ -26,6 +26,7 @@ from . import (
     linear,
     narrow_minima,
     norm_vs_depth,
+    representation_convergence,
     representation_rank,
     symmetry,
     weight_spectra,
@@ -38,7 +39,7 @@ __all__ = ["EXPERIMENTS", "Experiment", "Claim", "Memo", "MODES", "get_config",
 
 EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (
     linear, norm_vs_depth, weight_spectra, representation_rank, bound, learning_rate,
-    narrow_minima, symmetry, digits)}
+    narrow_minima, symmetry, digits, representation_convergence)}
 
 
 def get_config(name: str, mode: str) -> Any:
