@@ -135,8 +135,10 @@ CONFIGS = {
     # seed-0 trial at L = 4, 8, 12 was stable (probe n_up = 0) with relative train error
     # <= 0.08, as with the former 3000/3000/1000.
     "quick": Config(),
-    "full": Config(depths=(4, 8, 12, 16, 24), n_train=256, width=100, warmup_steps=5000,
-                   steps=20000, final_steps=5000, small_steps=12000),
+    # full: the depth range that can tell "saturates" from "still growing" (to 24), at quick's
+    # width and steps: width 100 with 30000 GD steps per run (the former full) is ~270 TFLOP,
+    # several hours on a 2-core CPU; this is ~1.6x quick's cost and fits the 60-min full run
+    "full": Config(depths=(4, 8, 12, 16, 24)),
 }
 
 
