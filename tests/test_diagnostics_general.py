@@ -366,3 +366,58 @@ def test_ghost_trace_used_where_it_applies_and_matches_chunks():
         if ghost is not None:
             chunks = torch.cat([j.pow(2).sum((1, 2)) for j in f._chunks(ev.X, ev.d_out)])
             assert_close(ghost, chunks, rtol=1e-11, atol=0, what=f"{kind}: ghost trace")
+
+
+class _MixesPoints(nn.Module):
+    """Linear layers only, but the batch mean enters every output: points interact."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 5), nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.a(x))
+        return self.b(h - h.mean(0, keepdim=True))
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_layerwise_path_matches_references_and_refuses_what_it_cannot_do():
+    """Strided, dilated, bias-free convolutions and a Linear on [N, T, d]: Jacobian, NTK trace
+    and NTK-vector products of the layerwise path against torch.func references; models
+    whose points interact or whose weights are tied fall back to the general path (and
+    still match)."""
+    from bnstruct.diagnostics._autodiff import Functional
+
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3, padding=2, dilation=2), nn.ReLU(),
+                         nn.Conv2d(3, 4, (2, 3), stride=(2, 1), padding=(0, 1), bias=False),
+                         nn.Tanh(), nn.Flatten(2), nn.Linear(15, 3), nn.GELU(), nn.Flatten(),
+                         nn.Linear(12, 2))
+    cases = [(conv, (2, 6, 5), True), (_MixesPoints(), (4,), False), (_Tied(), (4,), False)]
+    for i, (build, shape, applies) in enumerate(cases):
+        m = _init(build, i)
+        X = torch.randn(6, *shape, generator=torch.Generator().manual_seed(i), dtype=F64)
+        ev = Evaluation(m, X)
+        f = Functional(m, F64, ev.select)
+        assert (f.layerwise(ev.X) is not None) == applies, i
+        m.eval()
+        J = ref.jacobian_reference(m, X, F64)
+        assert_close(ev.jacobian, J.reshape(J.shape[0], J.shape[1], -1), rtol=1e-10,
+                     atol=1e-12, what=f"case {i}: jacobian")
+        Kt = ref.ntk_reference(m, X, mode="trace")
+        assert_close(ev.ntk("trace"), Kt, rtol=1e-10, atol=_tol(Kt), what=f"case {i}: trace")
+        v = torch.randn(X.shape[0], ev.d_out, generator=torch.Generator().manual_seed(9),
+                        dtype=F64)
+        want = ref.ntk_matvec_reference(m, X, F64)(v)
+        with torch.no_grad():
+            got = ev.ntk_matvec()(v)
+        assert_close(got, want, rtol=1e-10, atol=_tol(want), what=f"case {i}: NTK v")
+        assert ev.functional.matvec_method.startswith("layerwise" if applies else "vjp")

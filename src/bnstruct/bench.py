@@ -405,7 +405,8 @@ def bench_analyze_general(*, n: int = 512, dtype: torch.dtype = torch.float64,
 
     Rows: the forward pass with its representations, the input Jacobian, the input-to-layer
     Jacobian ranks (``jacobian_points`` points), the NTK trace (per-point gradient norms, one
-    backward pass per output, never ``N d_out x P``), the NTK top eigenvalue (Lanczos on
+    backward pass per output, never ``N d_out x P``; for this model done in the input
+    Jacobian's backward passes, so its own row is near zero), the NTK top eigenvalue (Lanczos on
     NTK-vector products),
     and the whole ``analyze`` (a fresh evaluation, no full NTK). ``extra_rss_mb``: growth of
     the process's peak RSS during that step (a bound on its extra memory). The issue's target:
