@@ -134,18 +134,39 @@ def test_plan_batches_groups_what_can_share_a_step(tmp_path):
 def test_worker_plan_rule(monkeypatch):
     from bnstruct import executors
 
-    monkeypatch.setattr(executors.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
-    assert executors.free_cores(2) == 1  # one core busy elsewhere
+    def readings(*pairs):  # successive (busy, total) /proc/stat readings
+        it = iter(pairs)
+        monkeypatch.setattr(executors, "_cpu_times", lambda cpus: next(it))
+
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (9.0, 0.0, 0.0))  # stale, unused
+    readings((0, 0), (60, 100))  # 60% of 2 cores busy: 1.2 cores
+    assert executors.free_cores(2, interval=0) == 1  # one core busy elsewhere
+    readings((0, 0), (5, 100))
+    assert executors.free_cores(2, interval=0) == 2  # idle now, whatever the load average
+    readings((0, 0), (100, 100))
+    assert executors.free_cores(2, interval=0) == 1  # all busy: still one
+    readings(None)  # no /proc/stat (not Linux): the load average stands in
+    assert executors.free_cores(2, interval=0) == 1
     monkeypatch.setattr(executors.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
-    assert executors.free_cores(2) == 2
-    monkeypatch.setattr(executors.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
-    assert executors.free_cores(2) == 1
+    readings(None)
+    assert executors.free_cores(2, interval=0) == 2
     assert worker_plan(6, cores=2) == (2, 1)  # a worker per core while there are batches
     assert worker_plan(1, cores=2) == (1, 2)  # one batch: its worker gets both cores
     assert worker_plan(0, cores=2) == (1, 2)
     assert worker_plan(6, workers=1, cores=2) == (1, 2)
     assert worker_plan(6, workers=4, cores=2) == (4, 1)
     assert worker_plan(3, cores=8) == (3, 2)
+
+
+def test_busy_cores_reads_proc_stat():
+    from bnstruct import executors
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    busy = executors.busy_cores(0.05)
+    assert busy is not None and 0.0 <= busy <= len(os.sched_getaffinity(0)) + 1e-9
+    assert 1 <= executors.free_cores(interval=0.05) <= executors.available_cores()
 
 
 def test_execute_order_duplicates_reuse_and_workers(tmp_path):

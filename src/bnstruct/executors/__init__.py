@@ -14,7 +14,9 @@ the store does not hold yet and returns every run, finished or reused, in the or
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from ..store import (
 )
 
 __all__ = ["execute", "plan_batches", "worker_plan", "batch_cost", "available_cores",
-           "free_cores"]
+           "free_cores", "busy_cores"]
 
 #: default largest batch (networks per batched step)
 MAX_BATCH = 64
@@ -74,16 +76,62 @@ def plan_batches(configs: Sequence[RunConfig], store: str | Path, *,
     return [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
 
 
-def free_cores(cores: int | None = None) -> int:
-    """Cores not busy with other work: ``cores`` minus the 1-minute load average (rounded),
-    at least 1 (on a shared machine, a worker or thread more than the free cores only
-    contends)."""
-    cores = cores or available_cores()
+def _cpu_times(cpus: set[int]) -> tuple[float, float] | None:
+    """``(busy, total)`` jiffies summed over ``cpus`` from ``/proc/stat`` (``None`` where
+    there is no such file: not Linux)."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - not Unix
-        load = 0.0
-    return max(1, min(cores, cores - round(load)))
+        with open("/proc/stat") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    busy = total = 0.0
+    for line in lines:
+        name, *vals = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        v = [float(x) for x in vals[:8]]  # user nice system idle iowait irq softirq steal
+        idle = v[3] + (v[4] if len(v) > 4 else 0.0)
+        busy += sum(v) - idle
+        total += sum(v)
+    return (busy, total) if total > 0 else None
+
+
+def busy_cores(interval: float = 0.15) -> float | None:
+    """Cores (of those this process may use) busy with other work right now: the busy share
+    of their time in ``/proc/stat`` over ``interval`` seconds, times their number. ``None``
+    where ``/proc/stat`` is missing (not Linux). This process sleeps meanwhile, so what it
+    sees is other work."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return None
+    a = _cpu_times(cpus)
+    if a is None:
+        return None
+    time.sleep(interval)
+    b = _cpu_times(cpus)
+    if b is None or b[1] <= a[1]:
+        return None
+    return len(cpus) * (b[0] - a[0]) / (b[1] - a[1])
+
+
+def free_cores(cores: int | None = None, *, interval: float = 0.15) -> int:
+    """Cores not busy with other work: ``cores`` minus the cores busy now (rounded;
+    :func:`busy_cores`, a ``/proc/stat`` reading over ``interval`` seconds), at least 1 (on a
+    shared machine, a worker or thread more than the free cores only contends). Not Linux:
+    the 1-minute load average stands in for the busy cores, or 0 where there is none.
+
+    An instantaneous reading, not the load average: the load average lags by minutes, so
+    right after other work (a previous benchmark, a finished job) it still counts cores as
+    busy that are idle."""
+    cores = cores or available_cores()
+    busy = busy_cores(interval)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # pragma: no cover - no load average
+            busy = 0.0
+    return max(1, min(cores, cores - math.floor(busy + 0.5)))
 
 
 def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = None,
