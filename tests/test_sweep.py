@@ -159,6 +159,32 @@ def test_worker_plan_rule(monkeypatch):
     assert worker_plan(3, cores=8) == (3, 2)
 
 
+def test_schedule_and_cost_put_the_longest_batches_first():
+    from bnstruct.executors import batch_cost, simulate_schedule
+
+    assert simulate_schedule([5, 3, 2], 2) == 5  # 5 | 3+2
+    assert simulate_schedule([5, 3, 2, 2], 2) == 7  # then 2 on the first free: 5+2 | 3+2
+    assert simulate_schedule([5, 3, 2, 2], 1) == 12
+    assert simulate_schedule([], 2) == 0
+    deep = [_cfg(seed=s, model=bn.ModelSpec("mlp", 8, 6)) for s in range(3)]
+    shallow = [_cfg(seed=s, model=bn.ModelSpec("mlp", 8, 3)) for s in range(3)]
+    assert batch_cost(deep) > batch_cost(shallow) > batch_cost(shallow[:1]) > 0
+    # per-layer overhead: one network is more than a third of three
+    assert batch_cost(deep[:1]) > batch_cost(deep) / 3
+
+
+def test_cli_bench_plan_estimates_reproduce_training(capsys):
+    import json
+
+    assert main(["bench", "plan", "--only", "linear", "--sample-steps", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "quick" and len(out["rows"]) == 3  # three depths, one run each
+    assert out["core_seconds"] == pytest.approx(sum(r["core_seconds"] for r in out["rows"]))
+    assert 0 < out["makespan_s"] <= out["core_seconds"] + 1e-9
+    assert all(r["steps"] == 9000 and r["ms_per_step"] > 0 for r in out["rows"])
+    assert main(["bench", "plan", "--only", "nope"]) == 2
+
+
 def test_busy_cores_reads_proc_stat():
     from bnstruct import executors
 
