@@ -227,7 +227,7 @@ class StackedNet:
         # loss and g_L
         err = acts[L - 1]
         err.sub_(self._feature_major(Y, "y"))
-        torch.sum(err * err, dim=(1, 2), out=loss)
+        torch.sum(torch.mul(err, err, out=pl.sq), dim=(1, 2), out=loss)
         loss.div_(n)
         g = err.mul_(2.0 / n)
         # backward
@@ -295,8 +295,8 @@ class _StepPlan:
     """Buffers and views of :meth:`StackedNet.loss_and_grad` on ``n`` points: activations
     ``acts[l] [B, n_{l+1}, n]`` (the last holds ``z_L``, then the error), backward buffers
     ``grads[l] [B, n_{l+1}, n]`` (``l < L-1``), and the per-layer views of the weights,
-    biases (as columns ``[B, n_l, 1]``) and gradient pieces, so a step makes no tensor but
-    one ``[B, d_out, n]`` square."""
+    biases (as columns ``[B, n_l, 1]``) and gradient pieces, so a step makes no new tensor
+    (``sq``: the squared output errors)."""
 
     def __init__(self, net: StackedNet, n: int) -> None:
         B, sizes, p0 = net.B, net.sizes, net.flat
@@ -304,6 +304,7 @@ class _StepPlan:
         self.acts = [p0.new_empty(B, m, n) for m in sizes[1:]]
         self.grads = [p0.new_empty(B, m, n) for m in sizes[1:-1]]
         self.actsT = [a.transpose(1, 2) for a in self.acts]
+        self.sq = torch.empty_like(self.acts[-1])
         P = net.params
         G = net.blocks(net.flat.grad)  # type: ignore[arg-type]
         k = 2 if net.bias else 1
