@@ -17,8 +17,8 @@ gradient pieces. The reference is autograd (the tests compare the two in float64
 The update of network ``b`` is the update :func:`bnstruct.train` would make on it alone:
 
 - its loss ``sum_i ||f_b(x_i) - y_i||^2 / n`` on its own minibatch (the stateless order of its
-  seed, :func:`~bnstruct.training.minibatch`); the batch's losses are summed before the
-  backward pass, which keeps every network's gradient its own;
+  seed, :func:`~bnstruct.training.minibatch`) and its gradient (the batched backward pass
+  never mixes networks);
 - its coupled weight decay ``2 lam_b theta_b`` is added to its gradient (what PyTorch's
   ``weight_decay`` does): by the optimizer's own ``weight_decay`` when every network of the
   batch has the same ``lam`` (then the update is literally the single-run one), else by one
