@@ -116,6 +116,75 @@ def test_a_diverging_member_is_recorded_and_the_others_go_on():
                              what=f"member {s} weights")
 
 
+@pytest.mark.parametrize("kind", ["mlp", "bottleneck", "linear", "per-network data"])
+def test_hand_written_gradient_equals_autograd(kind):
+    """StackedNet.loss_and_grad (the backward pass written out, into preallocated buffers)
+    against autograd on each network alone, float64: the loss and every gradient entry."""
+    B, n = 3, 24
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(B, n, TASK.d_in, generator=g, dtype=torch.float64)
+    Y = torch.randn(B, n, TASK.d_out, generator=g, dtype=torch.float64)
+    if kind == "linear":
+        models = [bn.DeepLinear(TASK.d_in, 8, 4, TASK.d_out, seed=s, dtype=torch.float64)
+                  for s in range(B)]
+    else:
+        width = (16, 1, 16) if kind == "bottleneck" else 16
+        models = [bn.MLP(TASK.d_in, width, 4, TASK.d_out, seed=s, dtype=torch.float64)
+                  for s in range(B)]
+    shared = kind != "per-network data"
+    stacked = bn.training.StackedNet(models)
+    loss = torch.empty(B, dtype=torch.float64)
+    for _ in range(2):  # the second call reuses the buffers
+        stacked.loss_and_grad(X[0] if shared else X, Y[0] if shared else Y, loss)
+    grads = stacked.blocks(stacked.flat.grad)
+    for b, m in enumerate(models):
+        xb, yb = (X[0], Y[0]) if shared else (X[b], Y[b])
+        ref = (m(xb) - yb).pow(2).sum() / n
+        ref_g = torch.autograd.grad(ref, list(m.parameters()))
+        assert_close(loss[b], ref, rtol=1e-12, atol=0, what=f"loss of network {b}")
+        for k, (got, want) in enumerate(zip(grads, ref_g, strict=True)):
+            assert_close(got[b], want, rtol=1e-11, atol=1e-13 * want.abs().max().item(),
+                         what=f"network {b} gradient {k}")
+        assert float(ref_g[0].abs().max()) > 0
+
+
+@pytest.mark.parametrize("opt", ["adam", "gd"])
+def test_shared_lr_and_lam_use_the_optimizers_own_settings(opt):
+    """Seeds differ, lr and lam are shared: the batch steps with the optimizer's own lr and
+    weight_decay (the single run's update); equal to alone to 1e-10 in float64."""
+    lr = 1e-3 if opt == "adam" else 0.05
+    stages = [bn.Stage(opt, lr, 0.0, 100), bn.Stage(opt, lr, 0.01, 200)]
+    batch = [net(s) for s in range(3)]
+    res = train_batched(batch, TASK, [stages] * 3, [0, 1, 2], log_every=50)
+    for s, (m, r) in enumerate(zip(batch, res, strict=True)):
+        a = net(s)
+        ra = bn.train(a, TASK, stages, seed=s, log_every=50, progress=False)
+        assert r.status == ra.status == "completed"
+        for p, q in zip(m.parameters(), a.parameters(), strict=True):
+            assert_close(p, q, rtol=1e-10, atol=1e-10 * q.abs().max().item(),
+                         what=f"seed {s} weights")
+    assert rel_diff(batch[0], batch[1]) > 0.1
+
+
+def test_after_the_odd_member_diverges_the_rest_step_with_the_shared_lr():
+    """GD, one member with its own (too large) learning rate: the batch first scales
+    per-network, then, once that member has left, steps at the shared lr; the others still
+    equal their alone runs."""
+    members = [(0, 0.05), (1, 1e3), (2, 0.05)]
+    stages = [[bn.Stage("gd", lr, 0.01, 300)] for _, lr in members]
+    batch = [net(s) for s, _ in members]
+    res = train_batched(batch, TASK, stages, [s for s, _ in members], log_every=10)
+    assert [r.status for r in res] == ["completed", "diverged", "completed"]
+    for (s, lr), st, m in zip(members, stages, batch, strict=True):
+        if lr == 1e3:
+            continue
+        a = net(s)
+        bn.train(a, TASK, st, seed=s, log_every=10, progress=False)
+        for p, q in zip(m.parameters(), a.parameters(), strict=True):
+            assert_close(p, q, rtol=1e-10, atol=1e-10 * q.abs().max().item(),
+                         what=f"member {s} weights")
+
+
 def test_batch_needs_one_shape_and_structure():
     with pytest.raises(bn.ConfigError, match="layer sizes"):
         train_batched([net(0), bn.MLP(TASK.d_in, 8, 4, TASK.d_out, seed=1,

@@ -134,18 +134,65 @@ def test_plan_batches_groups_what_can_share_a_step(tmp_path):
 def test_worker_plan_rule(monkeypatch):
     from bnstruct import executors
 
-    monkeypatch.setattr(executors.os, "getloadavg", lambda: (1.2, 0.0, 0.0))
-    assert executors.free_cores(2) == 1  # one core busy elsewhere
+    def readings(*pairs):  # successive (busy, total) /proc/stat readings
+        it = iter(pairs)
+        monkeypatch.setattr(executors, "_cpu_times", lambda cpus: next(it))
+
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (9.0, 0.0, 0.0))  # stale, unused
+    readings((0, 0), (60, 100))  # 60% of 2 cores busy: 1.2 cores
+    assert executors.free_cores(2, interval=0) == 1  # one core busy elsewhere
+    readings((0, 0), (5, 100))
+    assert executors.free_cores(2, interval=0) == 2  # idle now, whatever the load average
+    readings((0, 0), (100, 100))
+    assert executors.free_cores(2, interval=0) == 1  # all busy: still one
+    readings(None)  # no /proc/stat (not Linux): the load average stands in
+    assert executors.free_cores(2, interval=0) == 1
     monkeypatch.setattr(executors.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
-    assert executors.free_cores(2) == 2
-    monkeypatch.setattr(executors.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
-    assert executors.free_cores(2) == 1
+    readings(None)
+    assert executors.free_cores(2, interval=0) == 2
     assert worker_plan(6, cores=2) == (2, 1)  # a worker per core while there are batches
     assert worker_plan(1, cores=2) == (1, 2)  # one batch: its worker gets both cores
     assert worker_plan(0, cores=2) == (1, 2)
     assert worker_plan(6, workers=1, cores=2) == (1, 2)
     assert worker_plan(6, workers=4, cores=2) == (4, 1)
     assert worker_plan(3, cores=8) == (3, 2)
+
+
+def test_schedule_and_cost_put_the_longest_batches_first():
+    from bnstruct.executors import batch_cost, simulate_schedule
+
+    assert simulate_schedule([5, 3, 2], 2) == 5  # 5 | 3+2
+    assert simulate_schedule([5, 3, 2, 2], 2) == 7  # then 2 on the first free: 5+2 | 3+2
+    assert simulate_schedule([5, 3, 2, 2], 1) == 12
+    assert simulate_schedule([], 2) == 0
+    deep = [_cfg(seed=s, model=bn.ModelSpec("mlp", 8, 6)) for s in range(3)]
+    shallow = [_cfg(seed=s, model=bn.ModelSpec("mlp", 8, 3)) for s in range(3)]
+    assert batch_cost(deep) > batch_cost(shallow) > batch_cost(shallow[:1]) > 0
+    # per-layer overhead: one network is more than a third of three
+    assert batch_cost(deep[:1]) > batch_cost(deep) / 3
+
+
+def test_cli_bench_plan_estimates_reproduce_training(capsys):
+    import json
+
+    assert main(["bench", "plan", "--only", "linear", "--sample-steps", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "quick" and len(out["rows"]) == 3  # three depths, one run each
+    assert out["core_seconds"] == pytest.approx(sum(r["core_seconds"] for r in out["rows"]))
+    assert 0 < out["makespan_s"] <= out["core_seconds"] + 1e-9
+    assert all(r["steps"] == 9000 and r["ms_per_step"] > 0 for r in out["rows"])
+    assert main(["bench", "plan", "--only", "nope"]) == 2
+
+
+def test_busy_cores_reads_proc_stat():
+    from bnstruct import executors
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    busy = executors.busy_cores(0.05)
+    assert busy is not None and 0.0 <= busy <= len(os.sched_getaffinity(0)) + 1e-9
+    assert 1 <= executors.free_cores(interval=0.05) <= executors.available_cores()
 
 
 def test_execute_order_duplicates_reuse_and_workers(tmp_path):

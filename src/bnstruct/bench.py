@@ -9,14 +9,20 @@ FLOPs / matmul rate).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .tasks import Task
+    from .training import StackedNet, Stage
+
 __all__ = ["matmul_rate", "time_interleaved", "mlp_step_flops", "bench_train", "bench_sweep",
-           "bench_ntk", "bench_analyze"]
+           "bench_ntk", "bench_analyze", "estimate_training", "reproduce_configs", "load_report"]
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 50,
@@ -103,10 +109,12 @@ def bench_train(*, depth: int = 12, width: int = 64, n: int = 256, lam: float = 
     flops = mlp_step_flops(model.sizes, n)
     rate = matmul_rate(dtype=dtype)
     base = best["user loop (nn.Sequential + Adam + Python penalty)"]
-    return pd.DataFrame([{"variant": k, "ms_per_step": t * 1e3, "speedup": base / t,
-                          "gflops": flops / t / 1e9, "matmul_gflops": rate,
-                          "floor_ms": flops / (rate * 1e9) * 1e3}
-                         for k, t in best.items()])
+    df = pd.DataFrame([{"variant": k, "ms_per_step": t * 1e3, "speedup": base / t,
+                        "gflops": flops / t / 1e9, "matmul_gflops": rate,
+                        "floor_ms": flops / (rate * 1e9) * 1e3}
+                       for k, t in best.items()])
+    df.attrs["load"] = load_report()
+    return df
 
 
 def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 256,
@@ -132,7 +140,7 @@ def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 25
     import tempfile
 
     from .config import ModelSpec, RunConfig
-    from .executors import available_cores, execute, worker_plan
+    from .executors import available_cores, busy_cores, execute, worker_plan
     from .models import MLP
     from .store import run
     from .tasks import TaskSpec, composite
@@ -142,9 +150,9 @@ def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 25
         batched_step,
         default_recipe,
         make_optimizer,
+        stage_coeffs,
         step,
     )
-    from .training._batched import _coeffs
 
     task = composite(n_train=n, seed=0).to(dtype=dtype)
     X, Y = task.X, task.Y
@@ -152,11 +160,11 @@ def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 25
     opt = make_optimizer(Stage("adam", 1e-3, 0.01, 1), model.parameters())
     losses = torch.empty(100, dtype=dtype)
     nets = [MLP(task.d_in, width, depth, task.d_out, seed=s, dtype=dtype) for s in range(batch)]
+    # a sweep's batch: seeds differ, lr and lam per network (the general, per-network path)
     stages = [Stage("adam", 1e-3 * (1 + s / batch), 0.01 * (1 + s), 1) for s in range(batch)]
     net = StackedNet(nets)
-    bopt = make_optimizer(stages[0], [net.flat], lr=1.0, weight_decay=0.0)
-    lr, wd = _coeffs(stages, net)
-    old = torch.empty_like(net.flat)
+    coeffs = stage_coeffs(stages, net)
+    bopt = make_optimizer(stages[0], [net.flat], lr=coeffs.lr, weight_decay=coeffs.weight_decay)
     blosses = torch.empty(100, batch, dtype=dtype)
     count = [0]
 
@@ -165,7 +173,7 @@ def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 25
         count[0] += 1
 
     def batched() -> None:
-        batched_step(net, bopt, X, Y, blosses, count[0] % 100, lr, wd, old)
+        batched_step(net, bopt, X, Y, blosses, count[0] % 100, coeffs)
         count[0] += 1
 
     best = time_interleaved({"single": single, "batched": batched}, repeats=repeats,
@@ -194,17 +202,138 @@ def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 25
 
     t_one = timed(lambda d: [run(c, d, progress=False) for c in configs])
     w, th = worker_plan(len(depths))
+    busy = busy_cores()
     t_exec = timed(lambda d: execute(configs, d))
     t_2x1 = timed(lambda d: execute(configs, d, workers=cores, threads=1))
     t_1x2 = timed(lambda d: execute(configs, d, workers=1, threads=cores))
     rows.append({"measurement": f"sweep {len(depths)} depths x {seeds} seeds, {steps} steps "
-                                f"(executor, its plan {w}x{th}, vs one by one)",
+                                f"(executor, its plan {w}x{th} with {busy or 0:.1f} cores "
+                                "busy elsewhere, vs one by one)",
                  "candidate_s": t_exec, "baseline_s": t_one, "speedup": t_one / t_exec,
                  "target": ">= 2.5x"})
     rows.append({"measurement": f"workers: {cores} worker(s) x 1 thread vs 1 x {cores}",
                  "candidate_s": t_2x1, "baseline_s": t_1x2, "speedup": t_1x2 / t_2x1,
                  "target": "the rule's evidence"})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["load"] = load_report()
+    return df
+
+
+def load_report() -> str:
+    """The machine's load now, for a benchmark's title: cores busy with other work (a
+    ``/proc/stat`` reading) and the 1-minute load average (speed ratios are measured in one
+    process, but a busy machine still bends them)."""
+    import os
+
+    from .executors import available_cores, busy_cores
+
+    busy = busy_cores(0.2)
+    try:
+        la = f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):  # pragma: no cover - no load average
+        la = "n/a"
+    b = "n/a" if busy is None else f"{busy:.1f}"
+    return f"{b} of {available_cores()} cores busy elsewhere, load average {la}"
+
+
+def reproduce_configs(mode: str = "quick", only: Sequence[str] | None = None
+                      ) -> list[RunConfig]:
+    """The distinct training runs ``bnstruct reproduce`` plans in ``mode`` (every experiment,
+    or ``only`` those), in plan order."""
+    from .experiments import EXPERIMENTS, get_config
+
+    names = list(only) if only else list(EXPERIMENTS)
+    unique: dict[str, RunConfig] = {}
+    for name in names:
+        for c in EXPERIMENTS[name].plan(get_config(name, mode)):
+            unique.setdefault(c.default_name(), c)
+    return list(unique.values())
+
+
+def _step_seconds(net: StackedNet, task: Task, stages: Sequence[Stage], seeds: Sequence[int],
+                  si: int, sample_steps: int) -> float:
+    """Process CPU seconds of one batched step of stage ``si`` (``stages[b]`` of network
+    ``b``), the mean of ``sample_steps`` after 3 warm-up steps."""
+    from .training import batched_step, make_optimizer, minibatch, stage_coeffs
+
+    coeffs = stage_coeffs(stages, net)
+    opt = make_optimizer(stages[0], [net.flat], lr=coeffs.lr, weight_decay=coeffs.weight_decay)
+    bs, N = stages[0].batch_size, task.n_train
+    losses = torch.empty(3, net.size, dtype=net.flat.dtype)
+
+    def one(i: int) -> None:
+        if bs is None or bs >= N:
+            xb, yb = task.X, task.Y
+        else:
+            idx = torch.stack([minibatch(s, si, i, bs, N) for s in seeds])
+            xb, yb = task.X[idx], task.Y[idx]
+        batched_step(net, opt, xb, yb, losses, i % 3, coeffs)
+
+    for i in range(3):
+        one(i)
+    t = time.process_time()
+    for i in range(sample_steps):
+        one(i)
+    return (time.process_time() - t) / sample_steps
+
+
+def estimate_training(configs: Sequence[RunConfig], *, sample_steps: int = 20,
+                      workers: int | None = None) -> pd.DataFrame:
+    """Core-seconds the executor would spend training ``configs`` into an empty store,
+    estimated in seconds instead of minutes: each batch of
+    :func:`bnstruct.executors.plan_batches` is built and ``sample_steps`` of its batched steps
+    are timed per stage (process CPU time, one thread, as a worker runs them), times the
+    stage's steps, plus one history evaluation per ``log_every`` steps.
+
+    Returns one row per batch (in the executor's order, longest first by
+    :func:`~bnstruct.executors.batch_cost`) with its networks, shape, steps, measured
+    ``ms_per_step`` and ``core_seconds``; ``df.attrs`` holds ``core_seconds`` (the sum),
+    ``workers`` and ``makespan_s`` (the batches handed, in that order, to the first free of
+    ``workers`` single-thread workers; default: the cores), the wall time of training on an
+    otherwise idle machine, excluding process start-up."""
+    import tempfile
+
+    from .executors import available_cores, batch_cost, plan_batches, simulate_schedule
+    from .training import StackedNet
+    from .training._batched import _evaluate
+
+    with tempfile.TemporaryDirectory() as d:
+        batches = plan_batches(list(configs), d)
+    batches.sort(key=batch_cost, reverse=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for batch in batches:
+            c0 = batch[0]
+            task = c0.task.build()
+            dtype = getattr(torch, c0.dtype)
+            task = task.to(dtype=dtype)
+            models = [c.model.build(task.d_in, task.d_out, seed=c.seed, dtype=dtype,
+                                    device=torch.device("cpu")) for c in batch]
+            net = StackedNet(models)
+            B = len(batch)
+            seconds = sum(_step_seconds(net, task, [c.stages[si] for c in batch],
+                                        [c.seed for c in batch], si, sample_steps)
+                          * stage.steps for si, stage in enumerate(c0.stages))
+            steps = sum(stage.steps for stage in c0.stages)
+            t = time.process_time()
+            _evaluate(net, task, [0.0] * B)
+            seconds += (time.process_time() - t) * (steps // c0.log_every + 1)
+            m = c0.model
+            rows.append({"task": c0.task.name, "model": m.kind, "depth": m.depth,
+                         "width": m.width if isinstance(m.width, int) else "/".join(
+                             str(w) for w in m.width),
+                         "networks": B, "steps": steps,
+                         "ms_per_step": seconds / steps * 1e3, "core_seconds": seconds})
+    finally:
+        torch.set_num_threads(before)
+    df = pd.DataFrame(rows)
+    w = workers or available_cores()
+    df.attrs.update(core_seconds=float(df.core_seconds.sum()) if rows else 0.0, workers=w,
+                    makespan_s=simulate_schedule(list(df.core_seconds) if rows else [], w),
+                    load=load_report())
+    return df
 
 
 def _peak_rss_mb() -> float:

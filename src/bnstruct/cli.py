@@ -712,7 +712,7 @@ def bench_train_cmd(
             raise ConfigError(f"--{nm} must be >= 1, got {v}")
     df = bench_train(depth=depth, width=width, n=n, rounds=rounds)
     out.print(_df_table(df, title=f"training step, L={depth} width={width} N={n} float32, "
-                                  f"{torch_threads()} threads"))
+                                  f"{torch_threads()} threads ({df.attrs['load']})"))
 
 
 @bench_app.command("sweep")
@@ -740,10 +740,45 @@ def bench_sweep_cmd(
     df = bench_sweep(batch=batch, depth=depth, width=width, n=n, seeds=seeds, steps=steps,
                      rounds=rounds)
     if as_json:
-        sys.stdout.write(dumps({"threads": torch_threads(), "rows": df.to_dict("records")})
-                         + "\n")
+        sys.stdout.write(dumps({"threads": torch_threads(), "load": df.attrs["load"],
+                                "rows": df.to_dict("records")}) + "\n")
         return
-    out.print(_df_table(df, title=f"batched training, float32, {torch_threads()} threads"))
+    out.print(_df_table(df, title=f"batched training, float32, {torch_threads()} threads "
+                                  f"({df.attrs['load']})"))
+
+
+@bench_app.command("plan")
+def bench_plan_cmd(
+    mode: Annotated[str, typer.Option(help="reproduce mode whose runs to estimate")] = "quick",
+    only: Annotated[list[str] | None, typer.Option(help="only these experiments")] = None,
+    workers: Annotated[int | None, typer.Option(help="workers of the schedule")] = None,
+    sample_steps: Annotated[int, typer.Option(help="steps timed per stage of a batch")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Estimate the training of `reproduce --mode`'s planned runs in seconds: core-seconds
+    per batch (a few timed steps of each), their sum and the wall time on N workers."""
+    from ._io import dumps
+    from .bench import estimate_training, reproduce_configs
+    from .experiments import EXPERIMENTS, MODES
+
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+    bad = [n for n in only or [] if n not in EXPERIMENTS]
+    if bad:
+        raise ConfigError(f"unknown experiment(s) {bad}: choose from {', '.join(EXPERIMENTS)}")
+    if sample_steps < 1 or (workers is not None and workers < 1):
+        raise ConfigError("--sample-steps and --workers must be >= 1")
+    df = estimate_training(reproduce_configs(mode, only), sample_steps=sample_steps,
+                           workers=workers)
+    a = df.attrs
+    if as_json:
+        sys.stdout.write(dumps({"mode": mode, **a, "rows": df.to_dict("records")}) + "\n")
+        return
+    out.print(_df_table(df, title=f"reproduce --{mode}: training estimate, one thread per "
+                                  f"worker ({a['load']})"))
+    out.print(f"{a['core_seconds']:.0f} core-seconds of training; about "
+              f"{a['makespan_s']:.0f} s on {a['workers']} worker(s) (longest batch first), "
+              "plus process start-up and the claims' measurements", highlight=False)
 
 
 @bench_app.command("ntk")

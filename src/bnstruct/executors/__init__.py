@@ -14,7 +14,9 @@ the store does not hold yet and returns every run, finished or reused, in the or
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from ..store import (
 )
 
 __all__ = ["execute", "plan_batches", "worker_plan", "batch_cost", "available_cores",
-           "free_cores"]
+           "free_cores", "busy_cores", "simulate_schedule"]
 
 #: default largest batch (networks per batched step)
 MAX_BATCH = 64
@@ -48,15 +50,36 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: the cost of one layer of a batched step beyond its multiply-adds, in multiply-adds:
+#: about 0.6 of a width-64 layer on 256 points (2-core CPU, one thread: a step of one
+#: depth-16 network took 3.1 ms, of three 6.9 ms; see ``bnstruct bench plan``)
+LAYER_OVERHEAD = 6e5
+
+
 def batch_cost(configs: Sequence[RunConfig]) -> float:
-    """Relative cost of training ``configs`` as one batch: networks x steps x multiply-adds
-    per point of one network (the task's size is the same for the whole batch)."""
+    """Relative cost of training ``configs`` as one batch: steps x (networks x training
+    points x multiply-adds per point of one network's hidden layers + layers x
+    :data:`LAYER_OVERHEAD`). The points are the task's ``n_train`` when the config sets it,
+    else 256; input and output widths count as 1 (they are not known before the task is
+    built). Only the order matters: the executor starts the costliest batches first."""
     c = configs[0]
     w = c.model.width
     hidden = [w] * (c.model.depth - 1) if isinstance(w, int) else list(w)
     sizes = [1, *hidden, 1]
     mac = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)) + 1
-    return float(len(configs) * c.steps * mac)
+    n = dict(c.task.to_dict().get("kwargs") or {}).get("n_train", 256)
+    n = n if isinstance(n, int) and n > 0 else 256
+    return float(c.steps * (len(configs) * n * mac + c.model.depth * LAYER_OVERHEAD))
+
+
+def simulate_schedule(costs: Sequence[float], workers: int) -> float:
+    """Finish time of jobs of durations ``costs`` handed out in that order, each to the first
+    free of ``workers`` workers (the local executor's queue)."""
+    free = [0.0] * max(1, workers)
+    for c in costs:
+        k = free.index(min(free))
+        free[k] += c
+    return max(free)
 
 
 def plan_batches(configs: Sequence[RunConfig], store: str | Path, *,
@@ -74,16 +97,62 @@ def plan_batches(configs: Sequence[RunConfig], store: str | Path, *,
     return [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
 
 
-def free_cores(cores: int | None = None) -> int:
-    """Cores not busy with other work: ``cores`` minus the 1-minute load average (rounded),
-    at least 1 (on a shared machine, a worker or thread more than the free cores only
-    contends)."""
-    cores = cores or available_cores()
+def _cpu_times(cpus: set[int]) -> tuple[float, float] | None:
+    """``(busy, total)`` jiffies summed over ``cpus`` from ``/proc/stat`` (``None`` where
+    there is no such file: not Linux)."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - not Unix
-        load = 0.0
-    return max(1, min(cores, cores - round(load)))
+        with open("/proc/stat") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    busy = total = 0.0
+    for line in lines:
+        name, *vals = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        v = [float(x) for x in vals[:8]]  # user nice system idle iowait irq softirq steal
+        idle = v[3] + (v[4] if len(v) > 4 else 0.0)
+        busy += sum(v) - idle
+        total += sum(v)
+    return (busy, total) if total > 0 else None
+
+
+def busy_cores(interval: float = 0.15) -> float | None:
+    """Cores (of those this process may use) busy with other work right now: the busy share
+    of their time in ``/proc/stat`` over ``interval`` seconds, times their number. ``None``
+    where ``/proc/stat`` is missing (not Linux). This process sleeps meanwhile, so what it
+    sees is other work."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return None
+    a = _cpu_times(cpus)
+    if a is None:
+        return None
+    time.sleep(interval)
+    b = _cpu_times(cpus)
+    if b is None or b[1] <= a[1]:
+        return None
+    return len(cpus) * (b[0] - a[0]) / (b[1] - a[1])
+
+
+def free_cores(cores: int | None = None, *, interval: float = 0.15) -> int:
+    """Cores not busy with other work: ``cores`` minus the cores busy now (rounded;
+    :func:`busy_cores`, a ``/proc/stat`` reading over ``interval`` seconds), at least 1 (on a
+    shared machine, a worker or thread more than the free cores only contends). Not Linux:
+    the 1-minute load average stands in for the busy cores, or 0 where there is none.
+
+    An instantaneous reading, not the load average: the load average lags by minutes, so
+    right after other work (a previous benchmark, a finished job) it still counts cores as
+    busy that are idle."""
+    cores = cores or available_cores()
+    busy = busy_cores(interval)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # pragma: no cover - no load average
+            busy = 0.0
+    return max(1, min(cores, cores - math.floor(busy + 0.5)))
 
 
 def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = None,

@@ -19,7 +19,7 @@ Objective (THEORY section 1), biases included:
 the penalty as the optimizer's coupled weight decay ``2 * lam``.
 """
 
-from ._batched import StackedNet, batched_step, same_structure, train_batched
+from ._batched import Coeffs, StackedNet, batched_step, same_structure, stage_coeffs, train_batched
 from ._progress import CallbackObserver, Observer, ProgressBar
 from ._runner import HISTORY_COLUMNS, StageRunner, TrainResult, deferred_sigint, train
 from ._stages import OPTIMIZERS, Stage, default_recipe, make_optimizer, minibatch, parse_stage
@@ -31,5 +31,5 @@ __all__ = [
     "train", "TrainResult", "HISTORY_COLUMNS", "StageRunner", "TrainState",
     "step", "evaluate", "first_nonfinite",
     "Observer", "ProgressBar", "CallbackObserver", "deferred_sigint",
-    "train_batched", "StackedNet", "batched_step", "same_structure",
+    "train_batched", "StackedNet", "batched_step", "same_structure", "Coeffs", "stage_coeffs",
 ]

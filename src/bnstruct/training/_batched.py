@@ -4,17 +4,28 @@ r"""Many networks of one shape trained together: stacked weights, one batched ma
 same optimizer, number of steps and batch size in each stage), on the same task, that differ
 in their init seed, penalty ``lam`` and learning rate ``lr`` per stage, train as one: layer
 ``l``'s weights are one tensor ``W_l [B, n_l, n_{l-1}]`` (biases ``b_l [B, n_l]``) and the
-forward pass is one ``torch.baddbmm`` per layer on activations ``[B, n, n_l]``.
+forward pass is one ``torch.baddbmm`` per layer (bias included) on feature-major
+activations ``[B, n_l, n]``.
+
+The training step (:meth:`StackedNet.loss_and_grad`) computes the gradient by hand, the
+backward pass of the chain written out (``g_L = 2 (z_L - y) / n``;
+``dW_l = g_l a_{l-1}^T``, ``db_l = g_l 1``, ``g_{l-1} = (W_l^T g_l) * [a_{l-1} > 0]``), into
+buffers allocated once per batch size (``out=`` arguments, in-place ReLU and mask): one
+matmul per product and no autograd graph, no per-step allocation and no ``cat`` of the
+gradient pieces. The reference is autograd (the tests compare the two in float64).
 
 The update of network ``b`` is the update :func:`bnstruct.train` would make on it alone:
 
 - its loss ``sum_i ||f_b(x_i) - y_i||^2 / n`` on its own minibatch (the stateless order of its
-  seed, :func:`~bnstruct.training.minibatch`); the batch's losses are summed before the
-  backward pass, which keeps every network's gradient its own;
+  seed, :func:`~bnstruct.training.minibatch`) and its gradient (the batched backward pass
+  never mixes networks);
 - its coupled weight decay ``2 lam_b theta_b`` is added to its gradient (what PyTorch's
-  ``weight_decay`` does);
-- PyTorch's fused (or foreach) Adam / SGD steps the stacked tensors at ``lr = 1`` and network
-  ``b``'s update is scaled by ``lr_b``: ``theta_b <- theta_b + lr_b (theta_b' - theta_b)``.
+  ``weight_decay`` does): by the optimizer's own ``weight_decay`` when every network of the
+  batch has the same ``lam`` (then the update is literally the single-run one), else by one
+  ``addcmul`` with the per-network decays;
+- PyTorch's fused (or foreach) Adam / SGD steps the stacked tensors at the common ``lr``
+  when all networks share it; otherwise at ``lr = 1`` and network ``b``'s update is scaled by
+  ``lr_b``: ``theta_b <- theta_b + lr_b (theta_b' - theta_b)`` (SGD: the gradient is scaled).
   Adam's and SGD's updates are linear in ``lr`` (Adam's ``eps`` is added to
   :math:`\sqrt{\hat v}`, not scaled by ``lr``), so this is the same update up to rounding.
 
@@ -36,6 +47,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +61,8 @@ from ._runner import HISTORY_COLUMNS, TrainResult, _Interrupt, deferred_sigint
 from ._stages import Stage, make_optimizer, minibatch
 from ._state import TrainState, step_device
 
-__all__ = ["StackedNet", "train_batched", "batched_step", "same_structure"]
+__all__ = ["StackedNet", "train_batched", "batched_step", "same_structure", "Coeffs",
+           "stage_coeffs"]
 
 
 def same_structure(a: Sequence[Stage], b: Sequence[Stage]) -> bool:
@@ -88,10 +101,23 @@ class StackedNet:
                          for k in self.names])
 
     def _build(self, blocks: list[torch.Tensor]) -> None:
-        """Make :attr:`flat` from per-parameter stacks ``[B, *shape]`` and the views."""
+        """Make :attr:`flat` from per-parameter stacks ``[B, *shape]``, its gradient buffer
+        ``flat.grad`` (written whole by every :meth:`loss_and_grad`) and no step buffers
+        yet."""
         self.B = blocks[0].shape[0]
-        self.flat = self.pack(blocks).requires_grad_(True)
+        self.flat = self.pack(blocks)
+        self.flat.grad = torch.zeros_like(self.flat)
         self.numels = [self.B * math.prod(s) for s in self.shapes]
+        self._plans: dict[int, _StepPlan] = {}
+        self._scratch: torch.Tensor | None = None
+        self._xt: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._yt: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def scratch(self) -> torch.Tensor:
+        """A buffer like :attr:`flat` (kept; for the per-network learning-rate scaling)."""
+        if self._scratch is None:
+            self._scratch = torch.empty_like(self.flat)
+        return self._scratch
 
     @property
     def size(self) -> int:
@@ -105,7 +131,7 @@ class StackedNet:
 
     @property
     def params(self) -> list[torch.Tensor]:
-        """The per-parameter pieces ``[B, *shape]`` of :attr:`flat` (in the autograd graph)."""
+        """The per-parameter pieces ``[B, *shape]`` of :attr:`flat` (views)."""
         return self.blocks(self.flat)
 
     @staticmethod
@@ -138,6 +164,90 @@ class StackedNet:
         return h.transpose(1, 2)
 
     __call__ = forward
+
+    def _feature_major(self, T: torch.Tensor, which: str) -> torch.Tensor:
+        """``T [n, d]`` -> ``T^T [d, n]`` contiguous, cached while ``T`` is the same tensor
+        (full-batch data); ``[B, n, d]`` -> the transposed view ``[B, d, n]``."""
+        if T.dim() == 3:
+            return T.transpose(1, 2)
+        cache = self._xt if which == "x" else self._yt
+        if cache is not None and cache[0] is T:
+            return cache[1]
+        out = (T, T.T.contiguous())
+        if which == "x":
+            self._xt = out
+        else:
+            self._yt = out
+        return out[1]
+
+    def _plan(self, n: int) -> _StepPlan:
+        """Buffers and views of one step on ``n`` points, made once per ``(B, n)``."""
+        if n not in self._plans:
+            self._plans[n] = _StepPlan(self, n)
+        return self._plans[n]
+
+    @torch.no_grad()
+    def loss_and_grad(self, X: torch.Tensor, Y: torch.Tensor, loss: torch.Tensor) -> None:
+        r"""Each network's data term :math:`\sum_i \|f_b(x_i) - y_i\|^2 / n` into ``loss
+        [B]`` and its gradient into ``flat.grad`` (every entry overwritten; no penalty: that
+        is the optimizer's weight decay). ``X [n, d_in]`` (shared by all networks) or ``[B,
+        n, d_in]``, ``Y`` likewise.
+
+        Forward, feature-major: ``z_l = W_l a_{l-1} + b_l`` (one ``baddbmm``; the first
+        layer on shared data is one ``addmm`` over all networks' rows ``[B n_1, d_in]``),
+        ``a_l = relu(z_l)`` in place. Backward: ``g_L = 2 (z_L - y) / n``;
+        ``dW_l = g_l a_{l-1}^T``, ``db_l = sum_i g_l[:, i]``,
+        ``g_{l-1} = (W_l^T g_l) * [a_{l-1} > 0]`` (``[z > 0] = [relu(z) > 0]``, the mask
+        autograd's ReLU backward uses), each written into its buffer by ``out=``."""
+        n = X.shape[-2]
+        pl = self._plan(n)
+        L, acts, grads = pl.L, pl.acts, pl.grads
+        W, WT, bcol, dW, db = pl.W, pl.WT, pl.bcol, pl.dW, pl.db
+        shared = X.dim() == 2
+        xt = self._feature_major(X, "x")
+        relu = self.activation == "relu"
+        # forward
+        if shared:  # one matmul for all networks' first layers
+            if pl.b0 is not None:
+                torch.addmm(pl.b0, pl.W0, xt, out=pl.z0)
+            else:
+                torch.mm(pl.W0, xt, out=pl.z0)
+        elif bcol[0] is not None:
+            torch.baddbmm(bcol[0], W[0], xt, out=acts[0])
+        else:
+            torch.bmm(W[0], xt, out=acts[0])
+        for l in range(1, L):
+            if relu:
+                acts[l - 1].relu_()
+            bl = bcol[l]
+            if bl is not None:
+                torch.baddbmm(bl, W[l], acts[l - 1], out=acts[l])
+            else:
+                torch.bmm(W[l], acts[l - 1], out=acts[l])
+        # loss and g_L
+        err = acts[L - 1]
+        err.sub_(self._feature_major(Y, "y"))
+        torch.sum(torch.mul(err, err, out=pl.sq), dim=(1, 2), out=loss)
+        loss.div_(n)
+        g = err.mul_(2.0 / n)
+        # backward
+        for l in range(L - 1, 0, -1):
+            torch.bmm(g, pl.actsT[l - 1], out=dW[l])
+            dbl = db[l]
+            if dbl is not None:
+                torch.sum(g, dim=2, out=dbl)
+            gp = grads[l - 1]
+            torch.bmm(WT[l], g, out=gp)
+            if relu:
+                torch.ops.aten.threshold_backward.grad_input(gp, acts[l - 1], 0.0,
+                                                             grad_input=gp)
+            g = gp
+        if shared:
+            torch.mm(g.view(pl.z0.shape), X, out=pl.dW0)
+        else:
+            torch.bmm(g, X, out=dW[0])
+        if db[0] is not None:
+            torch.sum(g, dim=2, out=db[0])
 
     def norm2(self) -> torch.Tensor:
         r""":math:`\|\theta_b\|^2` per network, ``[B]``."""
@@ -181,41 +291,97 @@ class StackedNet:
                 for k, v in opt.state.get(self.flat, {}).items()}
 
 
-def _coeffs(stages: Sequence[Stage], net: StackedNet) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-network learning rates and coupled weight decays ``2 lam`` of a stage, spread over
-    the layout of ``net.flat`` (the decay is ``None`` when every ``lam`` is 0)."""
+class _StepPlan:
+    """Buffers and views of :meth:`StackedNet.loss_and_grad` on ``n`` points: activations
+    ``acts[l] [B, n_{l+1}, n]`` (the last holds ``z_L``, then the error), backward buffers
+    ``grads[l] [B, n_{l+1}, n]`` (``l < L-1``), and the per-layer views of the weights,
+    biases (as columns ``[B, n_l, 1]``) and gradient pieces, so a step makes no new tensor
+    (``sq``: the squared output errors)."""
+
+    def __init__(self, net: StackedNet, n: int) -> None:
+        B, sizes, p0 = net.B, net.sizes, net.flat
+        self.L = L = len(sizes) - 1
+        self.acts = [p0.new_empty(B, m, n) for m in sizes[1:]]
+        self.grads = [p0.new_empty(B, m, n) for m in sizes[1:-1]]
+        self.actsT = [a.transpose(1, 2) for a in self.acts]
+        self.sq = torch.empty_like(self.acts[-1])
+        P = net.params
+        G = net.blocks(net.flat.grad)  # type: ignore[arg-type]
+        k = 2 if net.bias else 1
+        self.W = [P[k * l] for l in range(L)]
+        self.WT = [w.transpose(1, 2) for w in self.W]
+        self.dW = [G[k * l] for l in range(L)]
+        self.bcol: list[torch.Tensor | None] = [
+            P[k * l + 1].unsqueeze(2) if net.bias else None for l in range(L)]
+        self.db: list[torch.Tensor | None] = [
+            G[k * l + 1] if net.bias else None for l in range(L)]
+        m = sizes[1]
+        # the first layer of all networks as one matrix (shared data)
+        self.W0 = self.W[0].view(B * m, sizes[0])
+        self.dW0 = self.dW[0].view(B * m, sizes[0])
+        b0 = self.bcol[0]
+        self.b0 = None if b0 is None else b0.view(B * m, 1)
+        self.z0 = self.acts[0].view(B * m, n)
+
+
+@dataclass(frozen=True)
+class Coeffs:
+    """How a stage's learning rates and penalties reach the update of a batch: the
+    optimizer's own ``lr`` and ``weight_decay`` when every network shares them (``lr_t`` /
+    ``wd_t`` ``None``), else ``lr = 1`` / ``weight_decay = 0`` and per-network values spread
+    over the layout of ``net.flat`` (``lr_t``: learning rates, ``wd_t``: decays ``2 lam``)."""
+
+    lr: float
+    weight_decay: float
+    lr_t: torch.Tensor | None
+    wd_t: torch.Tensor | None
+
+    def apply(self, opt: torch.optim.Optimizer) -> None:
+        """Set the optimizer's ``lr`` and ``weight_decay`` to these."""
+        for g in opt.param_groups:
+            g["lr"], g["weight_decay"] = self.lr, self.weight_decay
+
+
+def stage_coeffs(stages: Sequence[Stage], net: StackedNet) -> Coeffs:
+    """:class:`Coeffs` of one stage of each network (``stages[b]`` of row ``b``). For GD with
+    differing learning rates the decay is always per-network (it is scaled with the
+    gradient: ``theta_b <- theta_b - lr_b (grad_b + 2 lam_b theta_b)``)."""
     p0 = net.flat
-    lr = torch.tensor([s.lr for s in stages], dtype=p0.dtype, device=p0.device)
-    wd = torch.tensor([2.0 * s.lam for s in stages], dtype=p0.dtype, device=p0.device)
-    return net.per_network(lr), (net.per_network(wd) if any(s.lam for s in stages) else None)
-
-
+    lrs = [float(s.lr) for s in stages]
+    wds = [2.0 * float(s.lam) for s in stages]
+    if len(set(lrs)) == 1:
+        lr, lr_t = lrs[0], None
+    else:
+        lr, lr_t = 1.0, net.per_network(torch.tensor(lrs, dtype=p0.dtype, device=p0.device))
+    if len(set(wds)) == 1 and not (lr_t is not None and stages[0].optimizer == "gd"):
+        wd, wd_t = wds[0], None
+    else:
+        wd, wd_t = 0.0, net.per_network(torch.tensor(wds, dtype=p0.dtype, device=p0.device))
+    return Coeffs(lr, wd, lr_t, wd_t)
 
 
 def batched_step(net: StackedNet, opt: torch.optim.Optimizer, X: torch.Tensor, Y: torch.Tensor,
-                 losses: torch.Tensor, i: int, lr: torch.Tensor, wd: torch.Tensor | None,
-                 old: torch.Tensor | None) -> None:
+                 losses: torch.Tensor, i: int, coeffs: Coeffs) -> None:
     """One step of every network of ``net`` (see the module docstring): ``X [n, d_in]`` or
     ``[B, n, d_in]``, ``Y`` likewise; the losses go to ``losses[i]`` (``[B]``, on the device,
-    no host sync). ``lr``, ``wd``: from :func:`_coeffs`; ``old``: a scratch buffer like
-    ``net.flat`` for Adam (``None`` for GD, whose gradient is scaled instead)."""
-    opt.zero_grad(set_to_none=True)
-    err = net(X) - Y
-    loss = err.pow(2).flatten(1).sum(1) / X.shape[-2]
-    losses[i] = loss.detach()
-    loss.sum().backward()
+    no host sync). ``opt`` steps ``[net.flat]`` with ``coeffs`` applied
+    (:meth:`Coeffs.apply`)."""
+    net.loss_and_grad(X, Y, losses[i])
     with torch.no_grad():
         p, g = net.flat, net.flat.grad
         assert g is not None
-        if wd is not None:
-            g.addcmul_(wd, p)
-        if old is None:
-            g.mul_(lr)
+        if coeffs.wd_t is not None:
+            g.addcmul_(coeffs.wd_t, p)
+        if coeffs.lr_t is None:
+            opt.step()
+        elif isinstance(opt, torch.optim.SGD):
+            g.mul_(coeffs.lr_t)
             opt.step()
         else:
+            old = net.scratch()
             old.copy_(p)
             opt.step()
-            torch.lerp(old, p, lr, out=p)
+            torch.lerp(old, p, coeffs.lr_t, out=p)
 
 
 @torch.no_grad()
@@ -318,8 +484,7 @@ def train_batched(models: Sequence[FeedForward], task: Task,
 
     alive = list(range(B))  # model index of each row of the stacked tensors
     opt: torch.optim.Optimizer | None = None
-    lr_f, wd_f = _coeffs([s[0] for s in stage_lists], net)
-    old: torch.Tensor | None = None
+    coeffs = stage_coeffs([s[0] for s in stage_lists], net)
     t0, base = time.perf_counter(), states[0].seconds
 
     def elapsed() -> float:
@@ -364,14 +529,15 @@ def train_batched(models: Sequence[FeedForward], task: Task,
 
     def drop(rows: list[int]) -> None:
         """Take networks (rows of the stacked tensors) out of the batch."""
-        nonlocal opt, lr_f, wd_f, old, alive
+        nonlocal opt, coeffs, alive
         write_back(rows)
         keep = [r for r in range(len(alive)) if r not in rows]
         alive = [alive[r] for r in keep]
         if keep:
             opt = net.keep(keep, opt)
-            lr_f, wd_f = _coeffs([stages[b][si] for b in alive], net)
-            old = None if old is None else torch.empty_like(net.flat)
+            coeffs = stage_coeffs([stages[b][si] for b in alive], net)
+            if opt is not None:
+                coeffs.apply(opt)
 
     step = states[0].step
     si = 0
@@ -383,14 +549,14 @@ def train_batched(models: Sequence[FeedForward], task: Task,
                 if step >= end or not alive:
                     offset = end
                     continue
-                opt = make_optimizer(stage, [net.flat], lr=1.0, weight_decay=0.0)
+                coeffs = stage_coeffs([stages[b][si] for b in alive], net)
+                opt = make_optimizer(stage, [net.flat], lr=coeffs.lr,
+                                     weight_decay=coeffs.weight_decay)
                 if pending_opt is not None:
                     if "step" in pending_opt:
                         pending_opt["step"] = pending_opt["step"].to(step_device(opt, net.flat))
                     opt.state[net.flat] = pending_opt
                     pending_opt = None
-                lr_f, wd_f = _coeffs([stages[b][si] for b in alive], net)
-                old = None if stage.optimizer == "gd" else torch.empty_like(net.flat)
                 if not states[0].history:
                     log_rows(si, range(len(alive)))
                 bs = stage.batch_size
@@ -406,7 +572,7 @@ def train_batched(models: Sequence[FeedForward], task: Task,
                                            for b in alive]).to(X.device)
                         xb, yb = X[idx], Y[idx]
                     batched_step(net, opt, xb, yb, losses[:, :len(alive)], step - checked,
-                                 lr_f, wd_f, old)
+                                 coeffs)
                     step += 1
                     for b in alive:
                         states[b].step = step
