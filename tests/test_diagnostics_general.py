@@ -421,3 +421,41 @@ def test_layerwise_path_matches_references_and_refuses_what_it_cannot_do():
             got = ev.ntk_matvec()(v)
         assert_close(got, want, rtol=1e-10, atol=_tol(want), what=f"case {i}: NTK v")
         assert ev.functional.matvec_method.startswith("layerwise" if applies else "vjp")
+
+
+class _PostActBlock(nn.Module):
+    """A residual block whose output IS its last activation's output tensor."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.lin, self.out = nn.Linear(d, d), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(x + self.lin(x))
+
+
+def test_default_points_record_a_block_returning_its_activation_once():
+    """``blocks.0.out`` and ``blocks.0`` hold the same tensor: one representation, under the
+    block's name; a user who names both gets both."""
+    from bnstruct.diagnostics import representations
+    from bnstruct.diagnostics._general import hook_points, record
+
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("stem", nn.Linear(3, 4))
+    model.add_module("blocks", nn.Sequential(_PostActBlock(4), _PostActBlock(4)))
+    model.add_module("head", nn.Linear(4, 2))
+    model = model.double()
+    X = torch.randn(7, 3, dtype=torch.float64)
+    names, outs, _ = record(hook_points(model, None), lambda: model(X), strict=False)
+    assert names == ["blocks.0", "blocks.1"]  # nn.Sequential is not a block
+    assert outs[0] is not outs[1]
+    a = bn.analyze(model, X, ntk=False)
+    assert list(a.representations["name"])[:2] == ["blocks.0", "blocks.1"]
+    h = X @ model.stem.weight.T + model.stem.bias
+    for blk, got in zip(model.blocks, representations(model, X), strict=False):
+        h = torch.relu(h + blk.lin(h))
+        torch.testing.assert_close(got, h, rtol=1e-12, atol=1e-12)
+    both, _, _ = record(hook_points(model, ["blocks.0.out", "blocks.0"]), lambda: model(X),
+                        strict=True)
+    assert both == ["blocks.0.out", "blocks.0"]

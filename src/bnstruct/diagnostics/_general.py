@@ -163,7 +163,10 @@ def record(points: Sequence[tuple[str, nn.Module]], run: Callable[[], torch.Tens
            *, strict: bool) -> tuple[list[str], list[torch.Tensor], torch.Tensor]:
     """Run ``run()`` with forward hooks on ``points``; return the names and outputs in the
     order they ran (``name#2`` for a second call) and ``run()``'s result. Non-tensor outputs
-    are skipped, or a :class:`ConfigError` when ``strict`` (the user named the module)."""
+    are skipped, or a :class:`ConfigError` when ``strict`` (the user named the module). Not
+    ``strict`` (the default points), an output that is the very tensor recorded just before
+    (a block returning its last activation's output) is kept once, under the later (outer)
+    name."""
     names: list[str] = []
     outs: list[torch.Tensor] = []
     calls: dict[str, int] = {}
@@ -177,7 +180,13 @@ def record(points: Sequence[tuple[str, nn.Module]], run: Callable[[], torch.Tens
                                       "tensor: choose another layer")
                 return
             calls[name] = calls.get(name, 0) + 1
-            names.append(name if calls[name] == 1 else f"{name}#{calls[name]}")
+            label = name if calls[name] == 1 else f"{name}#{calls[name]}"
+            if not strict and outs and out is outs[-1]:
+                # a block returning its last activation's output tensor: one representation,
+                # listed under the block's name (the default points would record it twice)
+                names[-1] = label
+                return
+            names.append(label)
             outs.append(out)
         return h
 
