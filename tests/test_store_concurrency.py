@@ -186,3 +186,46 @@ def test_two_drivers_on_one_store(tmp_path):
     # the same sweep again trains nothing
     runs = execute([bn.load_run(p).config for p in idx["path"]], tmp_path)
     assert len(runs) == 6
+
+
+def test_a_finished_but_unindexed_run_is_indexed_when_reused(tmp_path):
+    """A writer killed between renaming a run into place and indexing it leaves a finished,
+    unindexed run: the executor reuses it (no retraining) and indexes it."""
+    import sqlite3
+
+    cfg = _cfg(seed=4)
+    (r,) = execute([cfg], tmp_path)
+    weights = (r.path / "weights.safetensors").read_bytes()
+    con = sqlite3.connect(tmp_path / "index.sqlite")
+    con.execute("DELETE FROM runs")
+    con.commit()
+    con.close()
+    assert len(bn.runs(tmp_path)) == 0
+    (again,) = execute([cfg], tmp_path)
+    assert (again.path / "weights.safetensors").read_bytes() == weights  # reused
+    rows = bn.runs(tmp_path)
+    assert list(rows["name"]) == [cfg.default_name()] and rows["status"][0] == "completed"
+
+
+def test_store_result_holds_ctrl_c_until_the_run_is_indexed(tmp_path):
+    """A SIGINT while a result is written is delivered after the directory and its index row
+    are both in place (as KeyboardInterrupt to the default handler)."""
+    import signal
+
+    import bnstruct.store as store
+
+    (res,) = train_group([_cfg(seed=5)])
+    real = store._register
+
+    def register_after_ctrl_c(root, row):
+        signal.raise_signal(signal.SIGINT)  # arrives between the rename and the index row
+        real(root, row)
+
+    store._register = register_after_ctrl_c
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store_result(tmp_path, res)
+    finally:
+        store._register = real
+    assert list(bn.runs(tmp_path)["name"]) == [res.name]
+    assert (tmp_path / res.name / "summary.json").exists()

@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,7 +43,7 @@ from .training import TrainResult, TrainState, train, train_batched
 
 __all__ = ["Run", "run", "run_batch", "batch_key", "load_run", "runs", "summarize", "finished",
            "checkpoint_step", "INDEX_COLUMNS", "RunResult", "train_group", "store_result",
-           "claim", "release", "claimed_by", "wait_for", "RunBusyError"]
+           "claim", "release", "claimed_by", "wait_for", "RunBusyError", "reuse_run"]
 
 INDEX = "index.sqlite"
 INDEX_COLUMNS = {
@@ -105,6 +107,45 @@ def _register(root: Path, row: dict[str, Any]) -> None:
     qs = ", ".join("?" for _ in row)
     with _index(root) as con:
         con.execute(f"INSERT OR REPLACE INTO runs ({cols}) VALUES ({qs})", list(row.values()))
+
+
+def _indexed(root: Path, name: str) -> bool:
+    if not (root / INDEX).exists():
+        return False
+    with _index(root) as con:
+        return con.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is not None
+
+
+def reuse_run(path: str | Path) -> Run:
+    """A finished run found in the store: loaded, and indexed if it is not (a run directory is
+    renamed into place before it is indexed, so a writer killed in between leaves a finished
+    but unindexed run; reusing it heals the index)."""
+    r = load_run(path)
+    root = r.path.parent
+    if not _indexed(root, r.path.name):
+        _register(root, _index_row(r.path, r.config, r.task, r.summary))
+    return r
+
+
+@contextmanager
+def _sigint_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then hand it to the
+    previous handler (``KeyboardInterrupt`` by default; a runner's deferred handler counts
+    it). Outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if pressed:
+            if callable(old):
+                old(signal.SIGINT, None)
+            elif old != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 @dataclass
@@ -307,7 +348,7 @@ def run_batch(configs: Sequence[RunConfig], store: str | Path = "runs", *,
     todo = []
     for i, p in enumerate(paths):
         if finished(p):
-            out[i] = load_run(p)
+            out[i] = reuse_run(p)
         else:
             todo.append(i)
     if todo:
@@ -562,11 +603,17 @@ def store_result(store: str | Path, result: RunResult) -> Run:
     files += [("history.csv", result.history_csv.encode()),
               ("weights.safetensors", result.weights),
               ("summary.json", dumps(result.summary).encode())]
+    with _sigint_after():  # the directory and its index row, or neither (up to a kill)
+        return _place(root, path, files, result.name)
+
+
+def _place(root: Path, path: Path, files: list[tuple[str, bytes]], name: str) -> Run:
+    """Write ``files`` as run directory ``path`` (:func:`store_result`) and index it."""
     placed = False
     if not path.exists():
         import shutil
 
-        tmp = root / f".{result.name}.{os.getpid()}.tmp"
+        tmp = root / f".{name}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         for fname, data in files:

@@ -31,6 +31,7 @@ from ..store import (
     finished,
     load_run,
     release,
+    reuse_run,
     run_batch,
     wait_for,
 )
@@ -246,7 +247,7 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
         orphans = set(wait_for(root, theirs))  # trained elsewhere; retake abandoned ones
         for n in theirs:
             if n not in orphans:
-                done[n] = load_run(root / n)
+                done[n] = reuse_run(root / n)
                 if progress is not None:
                     progress(unique[n])
         pending = [unique[n] for n in theirs if n in orphans]
@@ -267,7 +268,7 @@ def _train(pending: list[RunConfig], root: Path, done: dict[str, Run],
     for c in list(pending):  # finished by another process before we claimed it
         if finished(root / c.default_name()):
             pending.remove(c)
-            done[c.default_name()] = load_run(root / c.default_name())
+            done[c.default_name()] = reuse_run(root / c.default_name())
             if progress is not None:
                 progress(c)
     batches = plan_batches(pending, root, max_batch=max_batch)
