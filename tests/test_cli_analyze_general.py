@@ -86,6 +86,8 @@ def test_analyze_user_model_table_json_csv(user_dir, capsys):
     assert main([*base, "--weights", "w.pt", "--layers", "2,3.act", "--csv"]) == 0
     out = capsys.readouterr().out
     assert "2.act" not in out and "3.act" in out
+    assert main([*base, "--weights", "w.safetensors", "--plot", "fig.png"]) == 0
+    assert (tmp / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("extra, msg", [
