@@ -176,8 +176,11 @@ def test_learning_rate_verdict_fails_each_part(bad, part):
             1.15 / 0.125, base["ntk_per_NL"])),
         "increasing_in_c": _lr_frame(ntk=lambda L, c, s: 8 * c * (1 - math.exp(-L / 4))),
         "sharp": _lr_frame(hess=lambda lr: 2.5 / lr),
-        "linear_growth": _lr_frame(ntk=lambda L, c, s: 0.05 * L / c * (1 + 0.01 * s)),
-        "accelerating": _lr_frame(ntk=lambda L, c, s: 0.005 * L ** 2 / c * (1 + 0.01 * s)),
+        # (the small-lr runs grow faster still, so that only (d) is violated)
+        "linear_growth": _lr_frame(ntk=lambda L, c, s: 0.05 * L / c * (1 + 0.01 * s),
+                                   small=lambda L, s: 0.5 * L ** 2 * (1 + 0.02 * s)),
+        "accelerating": _lr_frame(ntk=lambda L, c, s: 0.005 * L ** 2 / c * (1 + 0.01 * s),
+                                  small=lambda L, s: 0.05 * L ** 3 * (1 + 0.02 * s)),
         "small_flat_low": _lr_frame(small=lambda L, s: 5.0 * (1 + 0.02 * s)),
     }
     c = learning_rate.verdict(frames[bad], LR)
@@ -190,17 +193,22 @@ def test_learning_rate_verdict_fails_each_part(bad, part):
 
 
 def test_learning_rate_required_half_either_way():
-    # flat but well above the large-lr bound 1/max(c) = 8 at the deepest depth: passes
-    c = learning_rate.verdict(_lr_frame(small=lambda L, s: 20.0 * (1 + 0.01 * s)), LR)
+    # flat but above every large-lr bound (1.1/min(c) = 35.2) at the deepest depth: passes
+    c = learning_rate.verdict(_lr_frame(small=lambda L, s: 40.0 * (1 + 0.01 * s)), LR)
     r = c.values["required"]
     assert c.passed and r["above"] and not r["grows"]
-    # above the bound on average, but within 2 SE of it: fails
-    c = learning_rate.verdict(_lr_frame(small=lambda L, s: 9.0 * (1 + 0.4 * (s - 1))), LR)
+    # above that bound on average, but within 2 SE of it: fails
+    c = learning_rate.verdict(_lr_frame(small=lambda L, s: 36.0 * (1 + 0.4 * (s - 1))), LR)
     assert not c.values["required"]["ok"]
-    # growing like L^0.3 with little scatter: grows beyond 2 SE
-    c = learning_rate.verdict(
-        _lr_frame(small=lambda L, s: 3.0 * L ** 0.3 * (1 + 0.01 * s)), LR)
+    # growing like L: faster than every large-lr c (the control saturates), beyond 2 SE
+    c = learning_rate.verdict(_lr_frame(small=lambda L, s: 3.0 * L * (1 + 0.01 * s)), LR)
     assert c.values["required"]["grows"] and c.passed
+    # small-lr runs that behave like the large-lr runs (the same growth, inside the bounds)
+    # fail: growing with L and above 1/max(c) is not enough, the large-lr runs do that too
+    like = _lr_frame(small=lambda L, s: 0.8 / 0.03125 * (1 - math.exp(-L / 4)) * (1 + 0.01 * s))
+    c = learning_rate.verdict(like, LR)
+    r = c.values["required"]
+    assert r["slope"] > 0 and r["deepest_mean"] > 8 and not r["ok"] and not c.passed
     # no trained small-lr run (all collapsed): fails
     df = _lr_frame()
     df.loc[df["protocol"] == SMALL, "status"] = "collapsed"

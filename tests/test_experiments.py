@@ -38,7 +38,7 @@ def _layers(depths, *, seeds=(0,), k=2, n_near=2, sk1=lambda L: 0.2 * (L / 8) **
         for seed in seeds:
             for l in range(1, L + 1):
                 mid = l in mids
-                end = l <= n_ends or l > L - n_ends
+                end = l <= n_ends or l >= L - n_ends  # the output and the hidden layer before it
                 rows.append({"run": f"L{L}-s{seed}", "depth": L, "seed": seed, "k": k,
                              "layer": l, "middle": mid, "near_one": 5 if end else n_near,
                              "s_k1": 0.8 if end else sk1(L), "mean_align": 0.1,
@@ -139,6 +139,8 @@ def test_almost_all_needs_an_error_bar():
                          "on_fraction": [0.75, 0.83, 0.875]})
     aa = almost_all(nets)
     assert aa.passed and aa.deepest == 16 and aa.deepest_min_fraction == 0.875
+    nets.loc[2, "on_fraction"] = np.nan  # a NaN at the deepest depth fails, never skipped
+    assert not almost_all(nets).deepest_ok
 
 
 def test_loglog_fit_standard_error():
@@ -182,6 +184,16 @@ def test_representation_rank_verdict():
 
 def test_bound_verdict():
     assert bound.verdict(_sweep(slack=0.0), SW).passed
+    # +inf (rank Jf(x) < k) is skipped and reported; NaN or -inf is never skipped
+    res = _sweep()
+    res.bound.loc[res.bound["depth"] == 16, "slack"] = np.inf
+    c = bound.verdict(res, SW)
+    assert c.passed and "L=16 seed 0: 3" in c.measured
+    for bad in (np.nan, -np.inf):
+        res = _sweep()
+        res.bound.loc[res.bound.index[0], "slack"] = bad
+        c = bound.verdict(res, SW)
+        assert not c.passed and "NaN/-inf" in c.measured
     assert not bound.verdict(_sweep(slack=-1e-3), SW).passed
 
 

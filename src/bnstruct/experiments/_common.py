@@ -397,7 +397,7 @@ def almost_all(nets: pd.DataFrame, off: str = "off", fraction: str = "on_fractio
     growth_ok = bool(np.isfinite(slope) and np.isfinite(se)
                      and slope + 2 * se < MAX_OFF_GROWTH)
     L = int(nets["depth"].max())
-    fr = float(nets.loc[nets["depth"] == L, fraction].min())
+    fr = float(nets.loc[nets["depth"] == L, fraction].min(skipna=False))  # NaN fails
     return AlmostAll(slope, se, L, fr, growth_ok, bool(fr >= ON_MIN))
 
 

@@ -43,20 +43,32 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
     sl = b["slack"].to_numpy(dtype=float)
     scale = b["param_norm2"].to_numpy(dtype=float)
     finite = np.isfinite(sl)
-    worst = float(np.nanmin(sl)) if finite.any() else float("nan")
-    ok = bool(finite.any() and np.all(sl[finite] >= -ROUNDOFF * scale[finite]))
+    # +inf: rank Jf(x) < k, the right side is infinite (a legitimate skip); NaN or -inf is a
+    # broken measurement or a violation, never skipped
+    skipped = np.isposinf(sl)
+    broken = ~finite & ~skipped
+    worst = float(np.min(sl[finite])) if finite.any() else float("nan")
+    ok = bool(finite.any() and not broken.any()
+              and np.all(sl[finite] >= -ROUNDOFF * scale[finite]))
+    skip_by = b.loc[skipped].groupby(["depth", "seed"]).size() if skipped.any() else None
     nets = res.nets.sort_values("depth")
     per = ", ".join(f"L={int(L)}: c1={fmt_mean_se(g['c1'], '.1f')}, min slack "
                     f"{float(g['min_slack'].min()):.2f}" for L, g in nets.groupby("depth"))
     return Claim(
         NAME, statement(cfg),
         measured=(f"min slack {worst:.3g} over {int(finite.sum())} (net, point) pairs of "
-                  f"{len(nets)} nets; {per}"),
+                  f"{len(nets)} nets; {per}"
+                  + ("; points skipped (rank Jf(x) < k, infinite right side): " + ", ".join(
+                      f"L={int(L)} seed {int(sd)}: {int(n)}" for (L, sd), n in skip_by.items())
+                     if skip_by is not None else "")
+                  + (f"; {int(broken.sum())} NaN/-inf slack(s): FAIL" if broken.any() else "")),
         expected="slack >= 0 everywhere; c1 = O(1)",
-        tolerance=f"slack >= -{ROUNDOFF:g} * param_norm2 (float64 round-off)",
+        tolerance=(f"slack >= -{ROUNDOFF:g} * param_norm2 (float64 round-off); no NaN or "
+                   "-inf slack"),
         passed=ok, kind=KIND,
         values={"k": res.k, "min_slack": worst, "n_points": int(finite.sum()),
-                "n_infinite": int((~finite).sum()), "nets": nets.to_dict("list")},
+                "n_infinite": int(skipped.sum()), "n_broken": int(broken.sum()),
+                "nets": nets.to_dict("list")},
         note="points where rank Jf(x) < k have an infinite right side and are not counted")
 
 

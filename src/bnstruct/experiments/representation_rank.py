@@ -70,8 +70,9 @@ CONFIGS = SWEEPS
 def statement(cfg: SweepConfig) -> str:
     return (f"on {cfg.describe()}: almost all hidden representations are approximately "
             f"k-dimensional (centered; all but {ENERGY_TOL:.0%} of the energy in the top k "
-            "principal directions, the k-th not negligible): the number of other layers does "
-            "not grow with L; near the input and the output the dimension is higher")
+            "principal directions, the k-th not negligible): the number of other layers grows "
+            "by less than 0.25 per added layer (slope + 2 SE) and >= 75% of every deepest "
+            "net's hidden layers are; near the input and the output the dimension is higher")
 
 
 def plan(cfg: SweepConfig) -> list[RunConfig]:
@@ -85,7 +86,7 @@ def measure(cfg: SweepConfig, runs: Sequence[Run], *, memo: Memo | None = None) 
 def rank_summary(layers: pd.DataFrame, k: int) -> pd.DataFrame:
     """One row per net (depth, seed): ``off`` / ``on_fraction`` (hidden representations not /
     approximately k-dimensional), ``near_input`` / ``near_output`` (largest energy rank over
-    ``l <= L/4`` / ``l > 3L/4``), and over the middle layers the medians of
+    ``l <= L/4`` / the hidden ``3L/4 < l < L``), and over the middle layers the medians of
     ``rep_energy_outside_k`` (``outside_k``), ``rep_energy_kth`` (``kth``), the participation
     ratio and the threshold count (reported)."""
     rows = []
@@ -98,8 +99,8 @@ def rank_summary(layers: pd.DataFrame, k: int) -> pd.DataFrame:
         rows.append({"depth": L, "seed": int(seed), "off": off,
                      "on_fraction": 1.0 - off / max(1, len(hidden)),
                      "near_input": int(g.loc[g["layer"] <= max(1, q), "rep_energy_rank"].max()),
-                     "near_output": int(g.loc[g["layer"] > min(L - 1, 3 * q),
-                                              "rep_energy_rank"].max()),
+                     "near_output": int(hidden.loc[hidden["layer"] > min(L - 2, 3 * q),
+                                                   "rep_energy_rank"].max()),
                      "outside_k": float(mid["rep_energy_outside_k"].median()),
                      "kth": float(mid["rep_energy_kth"].median()),
                      "participation": float(mid["rep_erank_participation"].median()),

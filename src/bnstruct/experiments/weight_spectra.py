@@ -86,8 +86,9 @@ CONFIGS = SWEEPS
 def statement(cfg: SweepConfig) -> str:
     return (f"on {cfg.describe()}: almost all weight matrices have k singular values in "
             f"[{NEAR_ONE[0]:g}, {NEAR_ONE[1]:g}] and the others <= {EPS:g} (the number of "
-            f"layers off this structure does not grow with L; >= {ON_MIN:.0%} of the layers "
-            f"on it at the deepest L), and s_{{k+1}} * sqrt(L) over the middle layers stays "
+            f"layers off this structure grows by less than {MAX_OFF_GROWTH:g} per added layer, "
+            f"slope + 2 SE; >= {ON_MIN:.0%} of the layers on it at the deepest L), and "
+            "s_{k+1} * sqrt(L) over the middle layers stays "
             "below the theorem's depth-independent sqrt(C)")
 
 
