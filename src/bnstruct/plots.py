@@ -195,10 +195,8 @@ def draw_over_seeds(ax: Axes, nets: pd.DataFrame, column: str, *, x: str = "dept
     mean over seeds with its standard error as an error bar (the seed spread)."""
     xs = nets[x].to_numpy(float)
     ax.plot(xs, nets[column].to_numpy(float), "o", ms=3, alpha=0.35, color=color, lw=0)
-    g = nets.groupby(x)[column]
-    m, se = g.mean(), g.std(ddof=1) / np.sqrt(g.count())
-    ax.errorbar(m.index.to_numpy(float), m.to_numpy(float), yerr=se.fillna(0.0).to_numpy(float),
-                fmt="o-", ms=4, capsize=3, color=color, label=label)
+    xm, m, se = _mean_se_by(nets, x, column)
+    ax.errorbar(xm, m, yerr=se, fmt="o-", ms=4, capsize=3, color=color, label=label)
 
 
 def draw_weight_structure(axes: Sequence[Axes], nets: pd.DataFrame, k: int, eps: float,

@@ -10,8 +10,6 @@ point by point. Memory is O(N d_out #params): only for small models.
 
 from __future__ import annotations
 
-import functools
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -19,25 +17,10 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ..errors import ConfigError
+from ._autodiff import quiet_jvp_import  # a warning filter only; the math here stays separate
 
 __all__ = ["quiet_jvp_import", "func_params", "jacobian_reference", "param_jacobian",
            "ntk_reference", "ntk_matvec_reference", "objective_fn", "hessian_dense"]
-
-
-@functools.cache
-def quiet_jvp_import() -> None:
-    """Import torch's jvp decompositions with their deprecation warning silenced.
-
-    ``torch.func.jvp`` imports them on first use, which calls the deprecated
-    ``torch.jit.script`` and warns (a torch-internal matter the caller cannot fix; it would
-    fail test suites running with warnings as errors). Call before the first ``jvp``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
-                                category=DeprecationWarning)
-        try:
-            import torch._decomp.decompositions_for_jvp  # noqa: F401
-        except ImportError:  # pragma: no cover - other torch versions
-            pass
 
 
 
