@@ -185,6 +185,24 @@ def test_cli_bench_plan_estimates_reproduce_training(capsys):
     assert main(["bench", "plan", "--only", "nope"]) == 2
 
 
+def test_cli_bench_sweep_rows(capsys):
+    """``bench sweep`` at toy sizes: every row a positive time pair whose ratio is their
+    quotient; a bad option is one line and exit 2."""
+    import json
+
+    assert main(["bench", "sweep", "--batch", "2", "--depth", "3", "--width", "4", "--n", "16",
+                 "--seeds", "1", "--steps", "6", "--rounds", "1", "--sweep-rounds", "1",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["target"] for r in rows] == [">= 1.8x", ">= 2.5x", "reported",
+                                           "the rule's evidence"]
+    for r in rows:
+        assert r["candidate_s"] > 0 and r["baseline_s"] > 0
+        assert r["speedup"] == pytest.approx(r["baseline_s"] / r["candidate_s"])
+    assert main(["bench", "sweep", "--sweep-rounds", "0"]) == 2
+    assert "--sweep-rounds must be >= 1" in capsys.readouterr().err
+
+
 def test_busy_cores_reads_proc_stat():
     from bnstruct import executors
 
@@ -209,3 +227,49 @@ def test_execute_order_duplicates_reuse_and_workers(tmp_path):
     seen.clear()
     again = execute(cfgs, tmp_path, progress=seen.append)
     assert [r.path for r in again] == [r.path for r in runs] and len(seen) == 3
+
+
+def test_ctrl_c_stops_every_local_worker_then_resumes(tmp_path):
+    """A Ctrl-C at a terminal (SIGINT to the process group) during a two-worker ``bnstruct
+    sweep`` (this process's training thread and one forked worker process, one batch each):
+    exit 130, both batches stop at a step boundary with a checkpoint (status interrupted),
+    and the same command resumes both to completion. (That a resumed batch ends with the
+    weights of an uninterrupted one is ``test_batched.test_killed_batched_group_resumes``.)"""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = 30000
+    args = ["sweep", "--task", "composite", "--n-train", "64", "--n-test", "16", "--depth",
+            "3,4", "--width", "16", "--seed", "0", "--stage", f"adam:1e-3:0.001:{steps}",
+            "--log-every", "100", "--checkpoint-every", "100", "--dtype", "float64",
+            "--device", "cpu", "--workers", "2"]
+    cmd = [sys.executable, "-c", "import sys; from bnstruct.cli import main; "
+           "sys.exit(main(sys.argv[1:]))", *args, "--out"]
+    store = tmp_path / "s"
+    proc = subprocess.Popen([*cmd, str(store)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(store.glob("*/checkpoint.safetensors"))) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    summaries = [json.loads(p.read_text()) for p in store.glob("*/summary.json")]
+    assert sorted(s["status"] for s in summaries) == ["interrupted"] * 2, err
+    stopped = [json.loads(p.read_text())["step"] for p in store.glob("*/checkpoint.json")]
+    assert len(stopped) == 2 and all(0 < s < steps for s in stopped), stopped
+    again = subprocess.run([*cmd, str(store)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    got = bn.runs(store)
+    assert list(got.status) == ["completed"] * 2
+    for name in got.name:
+        assert list(bn.load_run(store / name).history.step) == list(range(0, steps + 1, 100))

@@ -193,7 +193,8 @@ def sweep_cmd(
                                 ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="store directory")] = Path("runs"),
     workers: Annotated[int | None, typer.Option(
-        help="worker processes (default: one per core while there are batches for them)")
+        help="parallel workers: this process and N-1 worker processes (default: one per "
+             "free core while there are batches for them)")
                        ] = None,
     max_batch: Annotated[int, typer.Option(help="at most N networks per batch")] = 64,
     dry_run: Annotated[bool, typer.Option(help="list the runs, train nothing")] = False,
@@ -724,6 +725,7 @@ def bench_sweep_cmd(
     seeds: Annotated[int, typer.Option(help="seeds per depth in the sweep")] = 3,
     steps: Annotated[int, typer.Option(help="steps per run in the sweep")] = 600,
     rounds: Annotated[int, typer.Option(help="interleaved timing rounds of the step")] = 5,
+    sweep_rounds: Annotated[int, typer.Option(help="interleaved rounds of the sweep")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Batched training vs one network at a time: the step (B networks vs 1) and a
@@ -732,13 +734,14 @@ def bench_sweep_cmd(
     from .bench import bench_sweep
 
     for nm, v in (("batch", batch), ("depth", depth), ("width", width), ("n", n),
-                  ("seeds", seeds), ("steps", steps), ("rounds", rounds)):
+                  ("seeds", seeds), ("steps", steps), ("rounds", rounds),
+                  ("sweep-rounds", sweep_rounds)):
         if v < 1:
             raise ConfigError(f"--{nm} must be >= 1, got {v}")
     if steps < 3:
         raise ConfigError(f"--steps must be >= 3 (the default recipe), got {steps}")
     df = bench_sweep(batch=batch, depth=depth, width=width, n=n, seeds=seeds, steps=steps,
-                     rounds=rounds)
+                     rounds=rounds, sweep_rounds=sweep_rounds)
     if as_json:
         sys.stdout.write(dumps({"threads": torch_threads(), "load": df.attrs["load"],
                                 "rows": df.to_dict("records")}) + "\n")

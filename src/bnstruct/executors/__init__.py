@@ -7,9 +7,11 @@ the store does not hold yet and returns every run, finished or reused, in the or
 2. the rest are grouped into batches of networks that can train together
    (:func:`bnstruct.store.batch_key`, plus the step of their checkpoint, so an interrupted
    group resumes as a group), at most ``max_batch`` per batch;
-3. the batches run one after another in this process, or, when there are several, in
-   ``workers`` worker processes with ``threads`` PyTorch threads each
-   (:func:`worker_plan`), largest batch first.
+3. the batches run one after another in this process, or, when there are several, on
+   ``workers`` workers with ``threads`` PyTorch threads each (:func:`worker_plan`), largest
+   batch first: a training thread of this process, which starts at once, and worker
+   processes forked from a preloaded ``forkserver``, which start in milliseconds once it
+   runs (its first start, once per process, imports torch: a few seconds).
 """
 
 from __future__ import annotations
@@ -158,16 +160,18 @@ def free_cores(cores: int | None = None, *, interval: float = 0.15) -> int:
 
 def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = None,
                 threads: int | None = None) -> tuple[int, int]:
-    """``(worker processes, PyTorch threads per worker)`` for ``n_batches`` batches on
-    ``cores`` cores (default: :func:`free_cores`).
+    """``(workers, PyTorch threads per worker)`` for ``n_batches`` batches on ``cores`` cores
+    (default: :func:`free_cores`); with several workers, one is a training thread of the
+    calling process and the others are worker processes (:func:`execute`).
 
     Rule, from ``bnstruct bench sweep`` on a shared 2-core CPU (6 batches of width-64 nets):
-    2 workers x 1 thread took 43.5 s where 1 worker x 2 threads took 244 s (matmuls this small
-    split badly across threads, and contended threads stall each other), and with one core
-    busy elsewhere 1 worker x 1 thread (16.1 s) beat 2 x 1 (25.0 s). So: one single-thread
-    worker per free core while there are batches for them; cores left over (fewer batches
-    than cores) become threads. ``workers`` overrides the number of workers (threads are
-    then ``cores // workers``, at least 1), ``threads`` the threads per worker."""
+    idle, 2 workers x 1 thread took 10.1-12.1 s where 1 worker x 2 threads took 14.9-18.6 s
+    (six readings; matmuls this small split badly across threads), under contention 43.5 s
+    against 244 s (contended threads stall each other), and with one core busy elsewhere 1
+    worker x 1 thread (16.1 s) beat 2 x 1 (25.0 s). So: one single-thread worker per free
+    core while there are batches for them; cores left over (fewer batches than cores) become
+    threads. ``workers`` overrides the number of workers (threads are then
+    ``cores // workers``, at least 1), ``threads`` the threads per worker."""
     cores = cores or free_cores()
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
@@ -190,6 +194,29 @@ def _run_in_worker(config_dicts: list[dict[str, Any]], store: str) -> list[str]:
     return [str(r.path) for r in run_batch(configs, store)]
 
 
+#: what the worker processes' parent (the forkserver) imports once, before any worker starts:
+#: a worker forked from it starts in milliseconds instead of importing torch itself (about
+#: 2 s here) and ``torch._dynamo`` (1.3 s more, imported by ``torch.optim`` on first use).
+#: Each worker still imports the driver's main module, as under ``spawn``.
+WORKER_PRELOAD = ("torch", "torch._dynamo", "bnstruct.training", "bnstruct.store")
+
+
+def _worker_context() -> Any:
+    """``multiprocessing``'s ``forkserver`` context, preloaded with :data:`WORKER_PRELOAD`
+    (``spawn`` where there is no forkserver: Windows). The forkserver is a clean process
+    started once per driver process and kept until it exits, so every later pool forks
+    its workers from a warm, never-threaded process (fork-safe, unlike forking the driver,
+    which may hold OpenMP or progress-bar threads)."""
+    import multiprocessing as mp
+
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:  # pragma: no cover - no forkserver (Windows)
+        return mp.get_context("spawn")
+    ctx.set_forkserver_preload(list(WORKER_PRELOAD))
+    return ctx
+
+
 def execute(configs: Sequence[RunConfig], store: str | Path, *,
             progress: Callable[[RunConfig], None] | None = None,
             workers: int | None = None, threads: int | None = None,
@@ -206,9 +233,9 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
     stops the running batches at a step boundary with checkpoints (status ``interrupted``;
     running this again resumes them), starts no other, and raises ``KeyboardInterrupt``.
 
-    Worker processes are started with ``multiprocessing``'s ``spawn``: a script that calls
-    this with several batches must guard its top level with ``if __name__ == "__main__":``
-    (or pass ``workers=1``).
+    Worker processes come from ``multiprocessing``'s ``forkserver`` (``spawn`` where there is
+    none) and import the main module: a script that calls this with several batches must
+    guard its top level with ``if __name__ == "__main__":`` (or pass ``workers=1``).
 
     ``executor="ray"`` runs the batches as Ray tasks instead (:mod:`bnstruct.executors._ray`;
     ``address``, ``cpus_per_task``, ``gpus_per_task``). Either way each run is claimed first
@@ -312,33 +339,68 @@ def _run_here(batches: list[list[RunConfig]], root: Path, threads: int,
 def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, threads: int,
               done: dict[str, Run], unique: dict[str, RunConfig],
               progress: Callable[[RunConfig], None] | None) -> None:
-    """Run the batches in ``n_workers`` spawned processes. A Ctrl-C reaches the workers too
-    (same process group): each stops its batch with checkpoints and returns, and the
-    remaining batches are not started."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    """Run the batches on ``n_workers`` workers of ``threads`` PyTorch threads each: this
+    process is one (a training thread: it starts at once, torch is imported and warm), the
+    other ``n_workers - 1`` are processes forked from the preloaded forkserver
+    (:func:`_worker_context`). Each worker takes the next batch, longest first, when it is
+    free. ``progress`` is called from this (the calling) thread only.
+
+    A Ctrl-C reaches the worker processes too (same process group): every worker stops its
+    batch at a step boundary with checkpoints and returns, and the remaining batches are not
+    started. Worker processes are not waited for once their results are in: they exit in
+    the background."""
+    from concurrent.futures import (
+        FIRST_COMPLETED,
+        Future,
+        ProcessPoolExecutor,
+        ThreadPoolExecutor,
+        wait,
+    )
+    from concurrent.futures.process import BrokenProcessPool
+
+    import torch
 
     from ..training import deferred_sigint
 
-    ctx = mp.get_context("spawn")
-    with deferred_sigint() as presses, ProcessPoolExecutor(
-            max_workers=n_workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(threads,)) as pool:
-        queue = list(batches)
-        running: set[Future[list[str]]] = set()
-        while queue or running:
-            while queue and len(running) < n_workers and not presses():
-                b = queue.pop(0)
-                running.add(pool.submit(_run_in_worker, [c.to_dict() for c in b], str(root)))
-            if not running:
-                break
-            finished_now, running = wait(running, return_when=FIRST_COMPLETED)
-            for f in finished_now:
-                for p in f.result():
-                    r = load_run(p)
-                    done[r.path.name] = r
-                    if progress is not None:
-                        progress(unique[r.path.name])
-        if presses():
-            raise KeyboardInterrupt
-
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the training thread's (process-wide) threads
+    here = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnstruct-train")
+    pool = ProcessPoolExecutor(max_workers=n_workers - 1, mp_context=_worker_context(),
+                               initializer=_init_worker, initargs=(threads,))
+    lanes: list[tuple[Any, int]] = [(here, 1), (pool, n_workers - 1)]  # this process first
+    try:
+        with deferred_sigint() as presses:
+            queue = list(batches)
+            running: dict[Future[Any], int] = {}
+            while queue or running:
+                for lane, (executor, capacity) in enumerate(lanes):
+                    while (queue and not presses()
+                           and sum(v == lane for v in running.values()) < capacity):
+                        b = queue.pop(0)
+                        f = (here.submit(run_batch, b, root) if executor is here else
+                             pool.submit(_run_in_worker, [c.to_dict() for c in b], str(root)))
+                        running[f] = lane
+                if not running:
+                    break
+                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished_now:
+                    del running[f]
+                    try:
+                        out = f.result()
+                    except BrokenProcessPool as e:
+                        raise RuntimeError(
+                            "a worker process died (killed, out of memory, or the main script "
+                            "runs execute() without an `if __name__ == \"__main__\":` guard); "
+                            "finished runs are in the store, run again to train the rest"
+                        ) from e
+                    for r in out:
+                        r = r if isinstance(r, Run) else load_run(r)
+                        done[r.path.name] = r
+                        if progress is not None:
+                            progress(unique[r.path.name])
+            if presses():
+                raise KeyboardInterrupt
+    finally:
+        here.shutdown(wait=True)  # never leave a training thread behind
+        pool.shutdown(wait=False, cancel_futures=True)
+        torch.set_num_threads(before)
