@@ -229,31 +229,18 @@ def test_execute_order_duplicates_reuse_and_workers(tmp_path):
     assert [r.path for r in again] == [r.path for r in runs] and len(seen) == 3
 
 
-def test_ctrl_c_stops_every_local_worker_then_resumes(tmp_path):
-    """A Ctrl-C at a terminal (SIGINT to the process group) during a two-worker ``bnstruct
-    sweep`` (this process's training thread and one forked worker process, one batch each):
-    exit 130, both batches stop at a step boundary with a checkpoint (status interrupted),
-    and the same command resumes both to completion. (That a resumed batch ends with the
-    weights of an uninterrupted one is ``test_batched.test_killed_batched_group_resumes``.)"""
-    import json
+def _ctrl_c_when(cmd, store, ready):
+    """Run ``cmd``, press Ctrl-C at a terminal (SIGINT to its process group) once
+    ``ready()`` holds; returns (exit code, stderr)."""
     import signal
     import subprocess
-    import sys
     import time
 
-    steps = 30000
-    args = ["sweep", "--task", "composite", "--n-train", "64", "--n-test", "16", "--depth",
-            "3,4", "--width", "16", "--seed", "0", "--stage", f"adam:1e-3:0.001:{steps}",
-            "--log-every", "100", "--checkpoint-every", "100", "--dtype", "float64",
-            "--device", "cpu", "--workers", "2"]
-    cmd = [sys.executable, "-c", "import sys; from bnstruct.cli import main; "
-           "sys.exit(main(sys.argv[1:]))", *args, "--out"]
-    store = tmp_path / "s"
-    proc = subprocess.Popen([*cmd, str(store)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while len(list(store.glob("*/checkpoint.safetensors"))) < 2:
+        while not ready():
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.01)
@@ -262,14 +249,96 @@ def test_ctrl_c_stops_every_local_worker_then_resumes(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    summaries = [json.loads(p.read_text()) for p in store.glob("*/summary.json")]
-    assert sorted(s["status"] for s in summaries) == ["interrupted"] * 2, err
-    stopped = [json.loads(p.read_text())["step"] for p in store.glob("*/checkpoint.json")]
-    assert len(stopped) == 2 and all(0 < s < steps for s in stopped), stopped
-    again = subprocess.run([*cmd, str(store)], capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
-    got = bn.runs(store)
-    assert list(got.status) == ["completed"] * 2
-    for name in got.name:
-        assert list(bn.load_run(store / name).history.step) == list(range(0, steps + 1, 100))
+    return proc.returncode, err
+
+
+def test_ctrl_c_stops_every_local_worker_then_resumes(tmp_path):
+    """A Ctrl-C at a terminal during a two-worker ``bnstruct sweep`` (this process's
+    training thread and one forked worker process, one batch each): exit 130, both batches
+    stop at a step boundary with a checkpoint (status interrupted); the same command resumes
+    both from there (checked by a second Ctrl-C once both have gone further: the history
+    runs on without a gap). That a resumed batch ends with the weights of an uninterrupted
+    one is ``test_batched.test_killed_batched_group_resumes``."""
+    import json
+    import sys
+
+    steps = 200000  # far more than the test waits for: no batch finishes first
+    args = ["sweep", "--task", "composite", "--n-train", "64", "--n-test", "16", "--depth",
+            "3,4", "--width", "16", "--seed", "0", "--stage", f"adam:1e-3:0.001:{steps}",
+            "--log-every", "100", "--checkpoint-every", "100", "--dtype", "float64",
+            "--device", "cpu", "--workers", "2"]
+    store = tmp_path / "s"
+    cmd = [sys.executable, "-c", "import sys; from bnstruct.cli import main; "
+           "sys.exit(main(sys.argv[1:]))", *args, "--out", str(store)]
+
+    def stopped_at():
+        return {p.parent.name: json.loads(p.read_text())["step"]
+                for p in store.glob("*/checkpoint.json")}
+
+    code, err = _ctrl_c_when(cmd, store, lambda: len(stopped_at()) == 2)
+    assert code == 130, err
+    first = stopped_at()
+    assert all(0 < s < steps for s in first.values()), first
+    for name in first:
+        assert json.loads((store / name / "summary.json").read_text())["status"] == (
+            "interrupted")
+    code, err = _ctrl_c_when(cmd, store, lambda: all(
+        stopped_at().get(n, 0) > s for n, s in first.items()))
+    assert code == 130, err
+    second = stopped_at()
+    assert all(first[n] < second[n] < steps for n in first), (first, second)
+    for name, s in second.items():
+        run = bn.load_run(store / name)
+        assert run.status == "interrupted"
+        assert list(run.history.step) == list(range(0, s + 1, 100))
+
+
+def test_an_error_stops_every_local_worker(tmp_path):
+    """When a batch's result raises (here the progress callback), the other worker's batch
+    stops at a step boundary with a checkpoint before :func:`execute` raises: nothing trains
+    on after its claim is released."""
+    import json
+
+    long_, short = (_cfg(seed=0, model=bn.ModelSpec("mlp", 8, d), stages=(
+        bn.Stage("adam", 1e-3, 0.001, n),), checkpoint_every=100, log_every=100)
+        for d, n in ((4, 10**6), (2, 200)))
+
+    def boom(cfg):
+        raise ValueError("progress failed")
+
+    with pytest.raises(ValueError, match="progress failed"):
+        execute([long_, short], tmp_path, progress=boom, workers=2)
+    summary = json.loads((tmp_path / long_.default_name() / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    step = json.loads((tmp_path / long_.default_name() / "checkpoint.json").read_text())["step"]
+    assert 0 < step < 10**6
+    locks = tmp_path / ".locks"  # every claim released
+    assert not (locks.exists() and any(locks.iterdir()))
+
+
+def test_interrupt_workers_stops_a_worker_process_at_a_step_boundary(tmp_path):
+    """:func:`bnstruct.executors._interrupt_workers` (what an error or a second Ctrl-C in the
+    driver sends): a worker process training a batch stops it with a checkpoint and
+    returns the run as interrupted."""
+    import json
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bnstruct.executors import _init_worker, _interrupt_workers, _run_in_worker, _worker_context
+
+    cfg = _cfg(seed=0, model=bn.ModelSpec("mlp", 8, 3),
+               stages=(bn.Stage("adam", 1e-3, 0.001, 10**6),), checkpoint_every=100,
+               log_every=100)
+    ck = tmp_path / cfg.default_name() / "checkpoint.json"
+    with ProcessPoolExecutor(1, mp_context=_worker_context(), initializer=_init_worker,
+                             initargs=(1,)) as pool:
+        f = pool.submit(_run_in_worker, [cfg.to_dict()], str(tmp_path))
+        deadline = time.monotonic() + 120
+        while not ck.exists():
+            assert time.monotonic() < deadline and not f.done()
+            time.sleep(0.01)
+        _interrupt_workers(pool)
+        (path,) = f.result(timeout=60)
+    run = bn.load_run(path)
+    assert run.status == "interrupted"
+    assert 0 < json.loads(ck.read_text())["step"] < 10**6

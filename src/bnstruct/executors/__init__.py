@@ -16,8 +16,10 @@ the store does not hold yet and returns every run, finished or reused, in the or
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -202,19 +204,41 @@ WORKER_PRELOAD = ("torch", "torch._dynamo", "bnstruct.training", "bnstruct.store
 
 
 def _worker_context() -> Any:
-    """``multiprocessing``'s ``forkserver`` context, preloaded with :data:`WORKER_PRELOAD`
-    (``spawn`` where there is no forkserver: Windows). The forkserver is a clean process
-    started once per driver process and kept until it exits, so every later pool forks
-    its workers from a warm, never-threaded process (fork-safe, unlike forking the driver,
-    which may hold OpenMP or progress-bar threads)."""
+    """On Linux, ``multiprocessing``'s ``forkserver`` context, preloaded with
+    :data:`WORKER_PRELOAD`; elsewhere ``spawn`` (macOS: forking a process that has loaded
+    torch is not safe there). The forkserver is a clean process started once per driver
+    process and kept until it exits, so every later pool forks its workers from a warm,
+    never-threaded process (unlike forking the driver, which may hold OpenMP or progress-bar
+    threads). Its preload list is process-wide: bnstruct sets it; a forkserver already
+    started by other code is used as it is. Workers see the environment of the moment the
+    forkserver started."""
     import multiprocessing as mp
 
-    try:
-        ctx = mp.get_context("forkserver")
-    except ValueError:  # pragma: no cover - no forkserver (Windows)
+    if sys.platform != "linux":  # pragma: no cover - not Linux
         return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(list(WORKER_PRELOAD))
     return ctx
+
+
+def _train_here(presses: Any, batch: list[RunConfig], root: Path) -> list[Run]:
+    """:func:`~bnstruct.store.run_batch` in a helper thread, stopping on the driver's
+    Ctrl-C counter ``presses``."""
+    from ..training import deferred_sigint
+
+    with deferred_sigint(share=presses):
+        return run_batch(batch, root)
+
+
+def _interrupt_workers(pool: Any) -> None:
+    """Send SIGINT to the pool's worker processes: each stops its batch at the next step
+    boundary with checkpoints, as on a Ctrl-C."""
+    import signal
+
+    procs = getattr(pool, "_processes", None) or {}  # pid -> Process (CPython's own)
+    for proc in list(procs.values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            os.kill(proc.pid, signal.SIGINT)
 
 
 def execute(configs: Sequence[RunConfig], store: str | Path, *,
@@ -226,16 +250,20 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
     order of ``configs`` (duplicates are trained once and returned each time).
 
     Runs the store already has are reused; the others train in batches (networks of one shape
-    and stage structure together, see :func:`plan_batches`), in worker processes when there
-    are several batches (:func:`worker_plan`; ``workers`` and ``threads`` override it).
-    ``progress(config)`` is
-    called once per distinct config, when its run is finished (trained or reused). A Ctrl-C
-    stops the running batches at a step boundary with checkpoints (status ``interrupted``;
-    running this again resumes them), starts no other, and raises ``KeyboardInterrupt``.
+    and stage structure together, see :func:`plan_batches`), on several workers when there
+    are several batches (:func:`worker_plan`; ``workers`` and ``threads`` override it): a
+    training thread of this process and worker processes. ``progress(config)`` is called, in
+    the calling thread, once per distinct config when its run is finished (trained or
+    reused). A Ctrl-C stops the running batches at a step boundary with checkpoints (status
+    ``interrupted``; running this again resumes them), starts no other, and raises
+    ``KeyboardInterrupt``; an error stops them the same way before it is raised. (Ctrl-C is
+    caught in the main thread only: called from another thread, a Ctrl-C stops the worker
+    processes, which share the terminal, but not the training thread.)
 
-    Worker processes come from ``multiprocessing``'s ``forkserver`` (``spawn`` where there is
-    none) and import the main module: a script that calls this with several batches must
-    guard its top level with ``if __name__ == "__main__":`` (or pass ``workers=1``).
+    Worker processes are forked from a ``multiprocessing`` forkserver on Linux (``spawn``
+    elsewhere; see :func:`_worker_context`) and import the main module: a script that calls
+    this with several batches must guard its top level with ``if __name__ == "__main__":``
+    (or pass ``workers=1``).
 
     ``executor="ray"`` runs the batches as Ray tasks instead (:mod:`bnstruct.executors._ray`;
     ``address``, ``cpus_per_task``, ``gpus_per_task``). Either way each run is claimed first
@@ -256,9 +284,8 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
     pending = []
     for n, c in unique.items():
         if finished(root / n):
-            done[n] = run_batch([c], root)[0]  # checks the stored config, loads the run
-            if progress is not None:
-                progress(c)
+            # run_batch checks the stored config and loads the run
+            _record(run_batch([c], root)[0], done, unique, progress)
         else:
             pending.append(c)
     errors: dict[str, str] = {}
@@ -274,9 +301,7 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
         orphans = set(wait_for(root, theirs))  # trained elsewhere; retake abandoned ones
         for n in theirs:
             if n not in orphans:
-                done[n] = reuse_run(root / n)
-                if progress is not None:
-                    progress(unique[n])
+                _record(reuse_run(root / n), done, unique, progress)
         pending = [unique[n] for n in theirs if n in orphans]
     if errors:
         from ._ray import ExecutionFailed
@@ -295,9 +320,7 @@ def _train(pending: list[RunConfig], root: Path, done: dict[str, Run],
     for c in list(pending):  # finished by another process before we claimed it
         if finished(root / c.default_name()):
             pending.remove(c)
-            done[c.default_name()] = reuse_run(root / c.default_name())
-            if progress is not None:
-                progress(c)
+            _record(reuse_run(root / c.default_name()), done, unique, progress)
     batches = plan_batches(pending, root, max_batch=max_batch)
     batches.sort(key=batch_cost, reverse=True)  # longest first: better balance
     if executor == "ray":
@@ -311,6 +334,14 @@ def _train(pending: list[RunConfig], root: Path, done: dict[str, Run],
     else:
         _run_pool(batches, root, n_workers, n_threads, done, unique, progress)
     return {}
+
+
+def _record(r: Run, done: dict[str, Run], unique: dict[str, RunConfig],
+            progress: Callable[[RunConfig], None] | None) -> None:
+    """A finished run: into ``done``, and reported to ``progress``."""
+    done[r.path.name] = r
+    if progress is not None:
+        progress(unique[r.path.name])
 
 
 def _run_here(batches: list[list[RunConfig]], root: Path, threads: int,
@@ -327,9 +358,7 @@ def _run_here(batches: list[list[RunConfig]], root: Path, threads: int,
         with deferred_sigint() as presses:
             for batch in batches:
                 for r in run_batch(batch, root):
-                    done[r.path.name] = r
-                    if progress is not None:
-                        progress(unique[r.path.name])
+                    _record(r, done, unique, progress)
                 if presses():
                     raise KeyboardInterrupt
     finally:
@@ -341,14 +370,15 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
               progress: Callable[[RunConfig], None] | None) -> None:
     """Run the batches on ``n_workers`` workers of ``threads`` PyTorch threads each: this
     process is one (a training thread: it starts at once, torch is imported and warm), the
-    other ``n_workers - 1`` are processes forked from the preloaded forkserver
-    (:func:`_worker_context`). Each worker takes the next batch, longest first, when it is
-    free. ``progress`` is called from this (the calling) thread only.
+    other ``n_workers - 1`` are worker processes (:func:`_worker_context`). Each worker
+    takes the next batch, longest first, when it is free. ``progress`` is called from this
+    (the calling) thread only.
 
     A Ctrl-C reaches the worker processes too (same process group): every worker stops its
     batch at a step boundary with checkpoints and returns, and the remaining batches are not
-    started. Worker processes are not waited for once their results are in: they exit in
-    the background."""
+    started. On any other way out (an error, a second Ctrl-C) every worker is asked to stop
+    the same way and waited for, so no run trains on after its claim is released. After a
+    clean finish the worker processes exit in the background."""
     from concurrent.futures import (
         FIRST_COMPLETED,
         Future,
@@ -360,26 +390,37 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
 
     import torch
 
-    from ..training import deferred_sigint
+    from ..training import Presses, deferred_sigint
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)  # the training thread's (process-wide) threads
     here = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnstruct-train")
     pool = ProcessPoolExecutor(max_workers=n_workers - 1, mp_context=_worker_context(),
                                initializer=_init_worker, initargs=(threads,))
-    lanes: list[tuple[Any, int]] = [(here, 1), (pool, n_workers - 1)]  # this process first
+    presses: Presses | None = None
+    clean = False
     try:
+        torch.set_num_threads(threads)  # the training thread's (process-wide) threads
         with deferred_sigint() as presses:
             queue = list(batches)
-            running: dict[Future[Any], int] = {}
+            running: dict[Future[Any], bool] = {}  # future: trained in this process?
+            def died(e: BaseException) -> BaseException:
+                if presses():  # the Ctrl-C also reached a starting forkserver
+                    return KeyboardInterrupt()
+                return RuntimeError(
+                    "a worker process died (killed, out of memory, or the main script runs "
+                    "execute() without an `if __name__ == \"__main__\":` guard); finished "
+                    "runs are in the store, run again to train the rest")
+
             while queue or running:
-                for lane, (executor, capacity) in enumerate(lanes):
-                    while (queue and not presses()
-                           and sum(v == lane for v in running.values()) < capacity):
-                        b = queue.pop(0)
-                        f = (here.submit(run_batch, b, root) if executor is here else
-                             pool.submit(_run_in_worker, [c.to_dict() for c in b], str(root)))
-                        running[f] = lane
+                while queue and not presses() and not any(running.values()):
+                    running[here.submit(_train_here, presses, queue.pop(0), root)] = True
+                while queue and not presses() and (
+                        sum(not mine for mine in running.values()) < n_workers - 1):
+                    b = [c.to_dict() for c in queue.pop(0)]
+                    try:  # the first submit starts the forkserver
+                        running[pool.submit(_run_in_worker, b, str(root))] = False
+                    except (BrokenProcessPool, EOFError, OSError) as e:
+                        raise died(e) from e
                 if not running:
                     break
                 finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -388,19 +429,18 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
                     try:
                         out = f.result()
                     except BrokenProcessPool as e:
-                        raise RuntimeError(
-                            "a worker process died (killed, out of memory, or the main script "
-                            "runs execute() without an `if __name__ == \"__main__\":` guard); "
-                            "finished runs are in the store, run again to train the rest"
-                        ) from e
+                        raise died(e) from e
                     for r in out:
-                        r = r if isinstance(r, Run) else load_run(r)
-                        done[r.path.name] = r
-                        if progress is not None:
-                            progress(unique[r.path.name])
-            if presses():
-                raise KeyboardInterrupt
+                        _record(r if isinstance(r, Run) else load_run(r), done, unique,
+                                progress)
+            clean = True
+        if presses():
+            raise KeyboardInterrupt
     finally:
-        here.shutdown(wait=True)  # never leave a training thread behind
-        pool.shutdown(wait=False, cancel_futures=True)
+        if not clean:  # stop every worker at a step boundary and wait for it
+            if presses is not None:
+                presses.stop()
+            _interrupt_workers(pool)
+        pool.shutdown(wait=not clean, cancel_futures=True)
+        here.shutdown(wait=True)
         torch.set_num_threads(before)

@@ -29,6 +29,7 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import BnstructError, ConfigError
 from ..store import Run, RunResult, store_result, train_group
+from . import _record
 
 __all__ = ["require_ray", "run_ray", "ExecutionFailed", "MAX_RETRIES"]
 
@@ -137,10 +138,7 @@ def run_ray(batches: list[list[RunConfig]], root: Path, done: dict[str, Run],
                         errors[c.default_name()] = _one_line(e)
                     continue
                 for d in results:
-                    r = store_result(root, RunResult(**d))
-                    done[r.path.name] = r
-                    if progress is not None:
-                        progress(unique[r.path.name])
+                    _record(store_result(root, RunResult(**d)), done, unique, progress)
 
         try:
             while refs:

@@ -34,7 +34,8 @@ from ._stages import Stage, default_recipe, make_optimizer, minibatch
 from ._state import TrainState
 from ._step import evaluate, first_nonfinite, step
 
-__all__ = ["StageRunner", "train", "TrainResult", "HISTORY_COLUMNS", "deferred_sigint"]
+__all__ = ["StageRunner", "train", "TrainResult", "HISTORY_COLUMNS", "deferred_sigint",
+           "Presses"]
 
 HISTORY_COLUMNS = ["step", "stage", "lr", "lam", "objective", "fit", "penalty", "param_norm2",
                    "rel_fit", "test_error", "rel_test_error", "seconds"]
@@ -59,39 +60,65 @@ class _Interrupt(KeyboardInterrupt):
     """Raised by the runner at a step boundary after a deferred Ctrl-C."""
 
 
-_PRESSES: list[int] | None = None  # the Ctrl-C counter of the active deferred_sigint
+class Presses:
+    """The Ctrl-C counter of a :func:`deferred_sigint` block; calling it gives the count.
+    Runners stop at their next step boundary (with checkpoints) once it is non-zero, and at
+    once, without a new checkpoint, once it is above 1."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def __call__(self) -> int:
+        return self._count
+
+    def press(self) -> None:
+        """Count one Ctrl-C."""
+        self._count += 1
+
+    def stop(self) -> None:
+        """Ask the runners that share this counter to stop as a first Ctrl-C does (a no-op
+        once one was pressed)."""
+        self._count = max(self._count, 1)
+
+
+_ACTIVE = threading.local()  # .presses: the counter of this thread's outermost block
 
 
 @contextmanager
-def deferred_sigint() -> Iterator[Callable[[], int]]:
-    """Within the block a first Ctrl-C (SIGINT) only sets a flag that the runners read after
-    each step, so a run stops at a step boundary with a consistent checkpoint; a second
-    Ctrl-C raises ``KeyboardInterrupt`` at once. Yields ``presses() -> int``. Nested blocks
-    share the outermost one's counter. Outside the main thread, or where SIGINT is not
-    Python's default handler, nothing changes (``presses`` is always 0)."""
-    global _PRESSES
-    if _PRESSES is not None:
-        shared = _PRESSES
-        yield lambda: shared[0]
-        return
-    presses = [0]
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield lambda: presses[0]
-        return
+def deferred_sigint(share: Presses | None = None) -> Iterator[Presses]:
+    """Within the block a first Ctrl-C (SIGINT) only counts, and the runners, which read the
+    count after each step, stop at a step boundary with a consistent checkpoint; a second
+    Ctrl-C raises ``KeyboardInterrupt`` at once. Yields the counter (:class:`Presses`).
 
-    def handler(signum: int, frame: Any) -> None:
-        presses[0] += 1
-        if presses[0] > 1:
-            raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGINT, handler)
-    _PRESSES = presses
+    Nested blocks of one thread share the outermost one's counter. ``share``: use this
+    counter (another thread's) instead of a new one; that is how a helper thread that trains
+    for the main thread's block stops on its Ctrl-C, or on :meth:`Presses.stop`. Signals are
+    only caught in the main thread and where SIGINT has Python's default handler; elsewhere
+    the count only changes by :meth:`Presses.stop`."""
+    outer = getattr(_ACTIVE, "presses", None)
+    if outer is not None:
+        yield outer
+        return
+    presses = share if share is not None else Presses()
+    _ACTIVE.presses = presses
     try:
-        yield lambda: presses[0]
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield presses
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            presses.press()
+            if presses() > 1:
+                raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGINT, handler)
+        try:
+            yield presses
+        finally:
+            signal.signal(signal.SIGINT, old)
     finally:
-        _PRESSES = None
-        signal.signal(signal.SIGINT, old)
+        _ACTIVE.presses = None
 
 
 class StageRunner:
