@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 from cases import NET_CASES, build, case_id
@@ -19,3 +21,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_deliverable():
+    """Python's Ctrl-C handling in this process and the processes it starts. A shell that
+    starts a job in the background without job control (``cmd &`` in a script) starts it
+    with SIGINT ignored, and ignored signals are inherited: the Ctrl-C tests would then test
+    the shell, not bnstruct. A handler set here is reset to the default on ``exec``, so
+    subprocesses start with Python's handling too."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield

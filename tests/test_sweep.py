@@ -229,9 +229,10 @@ def test_execute_order_duplicates_reuse_and_workers(tmp_path):
     assert [r.path for r in again] == [r.path for r in runs] and len(seen) == 3
 
 
-def _ctrl_c_when(cmd, store, ready):
-    """Run ``cmd``, press Ctrl-C at a terminal (SIGINT to its process group) once
-    ``ready()`` holds; returns (exit code, stderr)."""
+def _ctrl_c_when(cmd, ready, *, group=True):
+    """Run ``cmd`` and, once ``ready()`` holds, press Ctrl-C at a terminal (SIGINT to its
+    process group) or, with ``group=False``, send SIGINT to its process alone (``kill -INT``);
+    returns (exit code, stderr)."""
     import signal
     import subprocess
     import time
@@ -244,7 +245,10 @@ def _ctrl_c_when(cmd, store, ready):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGINT)
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -256,9 +260,10 @@ def test_ctrl_c_stops_every_local_worker_then_resumes(tmp_path):
     """A Ctrl-C at a terminal during a two-worker ``bnstruct sweep`` (this process's
     training thread and one forked worker process, one batch each): exit 130, both batches
     stop at a step boundary with a checkpoint (status interrupted); the same command resumes
-    both from there (checked by a second Ctrl-C once both have gone further: the history
-    runs on without a gap). That a resumed batch ends with the weights of an uninterrupted
-    one is ``test_batched.test_killed_batched_group_resumes``."""
+    both from there, and a SIGINT to the driver alone (``kill -INT``) stops both again once
+    they have gone further (the driver tells its worker): the history runs on without a gap.
+    That a resumed batch ends with the weights of an uninterrupted one is
+    ``test_batched.test_killed_batched_group_resumes``."""
     import json
     import sys
 
@@ -275,15 +280,15 @@ def test_ctrl_c_stops_every_local_worker_then_resumes(tmp_path):
         return {p.parent.name: json.loads(p.read_text())["step"]
                 for p in store.glob("*/checkpoint.json")}
 
-    code, err = _ctrl_c_when(cmd, store, lambda: len(stopped_at()) == 2)
+    code, err = _ctrl_c_when(cmd, lambda: len(stopped_at()) == 2)
     assert code == 130, err
     first = stopped_at()
     assert all(0 < s < steps for s in first.values()), first
     for name in first:
         assert json.loads((store / name / "summary.json").read_text())["status"] == (
             "interrupted")
-    code, err = _ctrl_c_when(cmd, store, lambda: all(
-        stopped_at().get(n, 0) > s for n, s in first.items()))
+    code, err = _ctrl_c_when(cmd, lambda: all(
+        stopped_at().get(n, 0) > s for n, s in first.items()), group=False)
     assert code == 130, err
     second = stopped_at()
     assert all(first[n] < second[n] < steps for n in first), (first, second)
@@ -294,24 +299,25 @@ def test_ctrl_c_stops_every_local_worker_then_resumes(tmp_path):
 
 
 def test_an_error_stops_every_local_worker(tmp_path):
-    """When a batch's result raises (here the progress callback), the other worker's batch
-    stops at a step boundary with a checkpoint before :func:`execute` raises: nothing trains
-    on after its claim is released."""
+    """When a batch's result raises (here the progress callback), every other worker stops
+    its batch at a step boundary with a checkpoint before :func:`execute` raises, including
+    a worker process next to an idle one: nothing trains on after its claim is released."""
     import json
 
-    long_, short = (_cfg(seed=0, model=bn.ModelSpec("mlp", 8, d), stages=(
-        bn.Stage("adam", 1e-3, 0.001, n),), checkpoint_every=100, log_every=100)
-        for d, n in ((4, 10**6), (2, 200)))
+    n = 300000  # ~a minute or more: a worker that is not stopped fails the status check
+    long_a, long_b, short = (_cfg(seed=0, model=bn.ModelSpec("mlp", 8, d), stages=(
+        bn.Stage("adam", 1e-3, 0.001, steps),), checkpoint_every=100, log_every=100)
+        for d, steps in ((4, n), (3, n), (2, 200)))
 
     def boom(cfg):
         raise ValueError("progress failed")
 
-    with pytest.raises(ValueError, match="progress failed"):
-        execute([long_, short], tmp_path, progress=boom, workers=2)
-    summary = json.loads((tmp_path / long_.default_name() / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
-    step = json.loads((tmp_path / long_.default_name() / "checkpoint.json").read_text())["step"]
-    assert 0 < step < 10**6
+    with pytest.raises(ValueError, match="progress failed"):  # three workers: 1 thread, 2 procs
+        execute([long_a, long_b, short], tmp_path, progress=boom, workers=3, threads=1)
+    for cfg in (long_a, long_b):
+        d = tmp_path / cfg.default_name()
+        assert json.loads((d / "summary.json").read_text())["status"] == "interrupted"
+        assert 0 < json.loads((d / "checkpoint.json").read_text())["step"] < n
     locks = tmp_path / ".locks"  # every claim released
     assert not (locks.exists() and any(locks.iterdir()))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -185,15 +186,45 @@ def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = 
     return workers, threads or max(1, cores // workers)
 
 
+#: how the driver asks its worker processes to stop (:func:`_interrupt_workers`); ``None``
+#: where there is no SIGUSR1 (Windows: workers keep Python's Ctrl-C handling)
+STOP_SIGNAL: Any = getattr(signal, "SIGUSR1", None)
+_STOP_ASKED = False  # in a worker process: the driver asked it to stop
+
+
 def _init_worker(threads: int) -> None:
+    """Set up a worker process: ``threads`` PyTorch threads; a Ctrl-C at the terminal is
+    ignored (it is the driver's: the driver then sends :data:`STOP_SIGNAL`), so a worker
+    waiting for its next batch never dies of one, which would break the pool and kill the
+    others mid-step."""
     import torch
 
     torch.set_num_threads(threads)
+    if STOP_SIGNAL is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(STOP_SIGNAL, _stop_asked)
+
+
+def _stop_asked(signum: int, frame: Any) -> None:
+    """:data:`STOP_SIGNAL` in a worker: stop the batch it trains at the next step boundary
+    with checkpoints, or the next one it would start. Repeatable: never a second Ctrl-C."""
+    global _STOP_ASKED
+    from ..training import active_presses
+
+    _STOP_ASKED = True
+    presses = active_presses()
+    if presses is not None:
+        presses.stop()
 
 
 def _run_in_worker(config_dicts: list[dict[str, Any]], store: str) -> list[str]:
+    from ..training import deferred_sigint
+
     configs = [RunConfig.from_dict(d) for d in config_dicts]
-    return [str(r.path) for r in run_batch(configs, store)]
+    with deferred_sigint() as presses:
+        if _STOP_ASKED:
+            presses.stop()
+        return [str(r.path) for r in run_batch(configs, store)]
 
 
 #: what the worker processes' parent (the forkserver) imports once, before any worker starts:
@@ -231,14 +262,15 @@ def _train_here(presses: Any, batch: list[RunConfig], root: Path) -> list[Run]:
 
 
 def _interrupt_workers(pool: Any) -> None:
-    """Send SIGINT to the pool's worker processes: each stops its batch at the next step
-    boundary with checkpoints, as on a Ctrl-C."""
-    import signal
-
+    """Ask the pool's worker processes to stop (:data:`STOP_SIGNAL`): a busy one stops its
+    batch at the next step boundary with checkpoints, as on a first Ctrl-C; an idle one
+    starts no other. Idempotent."""
+    if STOP_SIGNAL is None:  # pragma: no cover - Windows
+        return
     procs = getattr(pool, "_processes", None) or {}  # pid -> Process (CPython's own)
     for proc in list(procs.values()):
         with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
-            os.kill(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, STOP_SIGNAL)
 
 
 def execute(configs: Sequence[RunConfig], store: str | Path, *,
@@ -257,8 +289,9 @@ def execute(configs: Sequence[RunConfig], store: str | Path, *,
     reused). A Ctrl-C stops the running batches at a step boundary with checkpoints (status
     ``interrupted``; running this again resumes them), starts no other, and raises
     ``KeyboardInterrupt``; an error stops them the same way before it is raised. (Ctrl-C is
-    caught in the main thread only: called from another thread, a Ctrl-C stops the worker
-    processes, which share the terminal, but not the training thread.)
+    caught only when this runs in the main thread with Python's default SIGINT handler;
+    elsewhere, e.g. from another thread or under a handler of its own, the batches run to
+    their end and only an error stops them early.)
 
     Worker processes are forked from a ``multiprocessing`` forkserver on Linux (``spawn``
     elsewhere; see :func:`_worker_context`) and import the main module: a script that calls
@@ -374,11 +407,13 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
     takes the next batch, longest first, when it is free. ``progress`` is called from this
     (the calling) thread only.
 
-    A Ctrl-C reaches the worker processes too (same process group): every worker stops its
-    batch at a step boundary with checkpoints and returns, and the remaining batches are not
-    started. On any other way out (an error, a second Ctrl-C) every worker is asked to stop
-    the same way and waited for, so no run trains on after its claim is released. After a
-    clean finish the worker processes exit in the background."""
+    A Ctrl-C (at the terminal, or SIGINT to this process alone) stops every worker: this
+    process's training thread reads the press, and the worker processes, which ignore SIGINT,
+    are sent :data:`STOP_SIGNAL`; each stops its batch at a step boundary with checkpoints and
+    returns, and the remaining batches are not started. On any other way out (an error, a
+    second Ctrl-C) every worker is stopped the same way and waited for, so no run trains on
+    after its claim is released. After a clean finish the worker processes exit in the
+    background."""
     from concurrent.futures import (
         FIRST_COMPLETED,
         Future,
@@ -403,6 +438,7 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
         with deferred_sigint() as presses:
             queue = list(batches)
             running: dict[Future[Any], bool] = {}  # future: trained in this process?
+            told = False  # the worker processes were asked to stop
             def died(e: BaseException) -> BaseException:
                 if presses():  # the Ctrl-C also reached a starting forkserver
                     return KeyboardInterrupt()
@@ -423,7 +459,10 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
                         raise died(e) from e
                 if not running:
                     break
-                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                finished_now, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                if presses() and not told:  # Ctrl-C (or kill -INT) reached this process
+                    _interrupt_workers(pool)
+                    told = True
                 for f in finished_now:
                     del running[f]
                     try:
@@ -437,10 +476,12 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
         if presses():
             raise KeyboardInterrupt
     finally:
-        if not clean:  # stop every worker at a step boundary and wait for it
-            if presses is not None:
-                presses.stop()
-            _interrupt_workers(pool)
-        pool.shutdown(wait=not clean, cancel_futures=True)
-        here.shutdown(wait=True)
-        torch.set_num_threads(before)
+        try:
+            if not clean:  # stop every worker at a step boundary and wait for it
+                if presses is not None:
+                    presses.stop()
+                _interrupt_workers(pool)
+            pool.shutdown(wait=not clean, cancel_futures=True)
+        finally:
+            here.shutdown(wait=True)
+            torch.set_num_threads(before)

@@ -21,7 +21,15 @@ the penalty as the optimizer's coupled weight decay ``2 * lam``.
 
 from ._batched import Coeffs, StackedNet, batched_step, same_structure, stage_coeffs, train_batched
 from ._progress import CallbackObserver, Observer, ProgressBar
-from ._runner import HISTORY_COLUMNS, Presses, StageRunner, TrainResult, deferred_sigint, train
+from ._runner import (
+    HISTORY_COLUMNS,
+    Presses,
+    StageRunner,
+    TrainResult,
+    active_presses,
+    deferred_sigint,
+    train,
+)
 from ._stages import OPTIMIZERS, Stage, default_recipe, make_optimizer, minibatch, parse_stage
 from ._state import TrainState
 from ._step import evaluate, first_nonfinite, step
@@ -31,5 +39,6 @@ __all__ = [
     "train", "TrainResult", "HISTORY_COLUMNS", "StageRunner", "TrainState",
     "step", "evaluate", "first_nonfinite",
     "Observer", "ProgressBar", "CallbackObserver", "deferred_sigint", "Presses",
+    "active_presses",
     "train_batched", "StackedNet", "batched_step", "same_structure", "Coeffs", "stage_coeffs",
 ]

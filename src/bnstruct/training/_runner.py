@@ -35,7 +35,7 @@ from ._state import TrainState
 from ._step import evaluate, first_nonfinite, step
 
 __all__ = ["StageRunner", "train", "TrainResult", "HISTORY_COLUMNS", "deferred_sigint",
-           "Presses"]
+           "Presses", "active_presses"]
 
 HISTORY_COLUMNS = ["step", "stage", "lr", "lam", "objective", "fit", "penalty", "param_norm2",
                    "rel_fit", "test_error", "rel_test_error", "seconds"]
@@ -82,6 +82,11 @@ class Presses:
 
 
 _ACTIVE = threading.local()  # .presses: the counter of this thread's outermost block
+
+
+def active_presses() -> Presses | None:
+    """The counter of this thread's active :func:`deferred_sigint` block, if any."""
+    return getattr(_ACTIVE, "presses", None)
 
 
 @contextmanager
