@@ -186,9 +186,12 @@ def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = 
     return workers, threads or max(1, cores // workers)
 
 
-#: how the driver asks its worker processes to stop (:func:`_interrupt_workers`); ``None``
-#: where there is no SIGUSR1 (Windows: workers keep Python's Ctrl-C handling)
-STOP_SIGNAL: Any = getattr(signal, "SIGUSR1", None)
+#: how the driver asks its worker processes to stop (:func:`_interrupt_workers`): a signal
+#: whose default action is to be ignored, so a request that reaches a worker before it has
+#: set its handler is dropped (the driver repeats it), never fatal as SIGUSR1's default
+#: would be (the Go runtime uses SIGURG for its own signals for the same reason). ``None``
+#: where there is none (Windows: workers keep Python's Ctrl-C handling).
+STOP_SIGNAL: Any = getattr(signal, "SIGURG", None)
 _STOP_ASKED = False  # in a worker process: the driver asked it to stop
 
 
@@ -408,12 +411,12 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
     (the calling) thread only.
 
     A Ctrl-C (at the terminal, or SIGINT to this process alone) stops every worker: this
-    process's training thread reads the press, and the worker processes, which ignore SIGINT,
-    are sent :data:`STOP_SIGNAL`; each stops its batch at a step boundary with checkpoints and
-    returns, and the remaining batches are not started. On any other way out (an error, a
-    second Ctrl-C) every worker is stopped the same way and waited for, so no run trains on
-    after its claim is released. After a clean finish the worker processes exit in the
-    background."""
+    process's training thread reads the press, and the worker processes, which ignore
+    SIGINT, are sent :data:`STOP_SIGNAL` until they have returned; each stops its batch at a
+    step boundary with checkpoints and returns, and the remaining batches are not started.
+    On any other way out (an error, a second Ctrl-C) every worker is stopped the same way and
+    waited for, so no run trains on after its claim is released. After a clean finish the
+    worker processes exit in the background."""
     from concurrent.futures import (
         FIRST_COMPLETED,
         Future,
@@ -432,13 +435,12 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
     pool = ProcessPoolExecutor(max_workers=n_workers - 1, mp_context=_worker_context(),
                                initializer=_init_worker, initargs=(threads,))
     presses: Presses | None = None
+    running: dict[Future[Any], bool] = {}  # future: trained in this process?
     clean = False
     try:
         torch.set_num_threads(threads)  # the training thread's (process-wide) threads
         with deferred_sigint() as presses:
             queue = list(batches)
-            running: dict[Future[Any], bool] = {}  # future: trained in this process?
-            told = False  # the worker processes were asked to stop
             def died(e: BaseException) -> BaseException:
                 if presses():  # the Ctrl-C also reached a starting forkserver
                     return KeyboardInterrupt()
@@ -460,9 +462,8 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
                 if not running:
                     break
                 finished_now, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                if presses() and not told:  # Ctrl-C (or kill -INT) reached this process
+                if presses():  # Ctrl-C (or kill -INT) reached this process: tell the workers
                     _interrupt_workers(pool)
-                    told = True
                 for f in finished_now:
                     del running[f]
                     try:
@@ -480,7 +481,10 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
             if not clean:  # stop every worker at a step boundary and wait for it
                 if presses is not None:
                     presses.stop()
-                _interrupt_workers(pool)
+                pending = {f for f in running if not f.done()}
+                while pending:
+                    _interrupt_workers(pool)
+                    _, pending = wait(pending, timeout=0.2)
             pool.shutdown(wait=not clean, cancel_futures=True)
         finally:
             here.shutdown(wait=True)
