@@ -210,3 +210,42 @@ def test_stage_validation():
     assert bn.parse_stage("gd:0.1:0.002:50:8") == bn.Stage("gd", 0.1, 0.002, 50, 8)
     with pytest.raises(bn.ConfigError, match="OPT:LR:LAM:STEPS"):
         bn.parse_stage("adam:1e-3")
+
+
+def test_deferred_sigint_counts_presses_shares_per_thread_and_on_request():
+    """One counter per thread's outermost block; another thread shares it only when handed
+    it (``share=``); ``stop()`` is a first press, idempotent; in the main thread a first
+    SIGINT counts and a second raises at once; the previous handler comes back."""
+    import signal
+    import threading
+
+    from bnstruct.training import active_presses, deferred_sigint
+
+    before = signal.getsignal(signal.SIGINT)
+    assert active_presses() is None
+    with deferred_sigint() as outer:
+        with deferred_sigint() as inner:
+            assert inner is outer and active_presses() is outer
+        seen = []
+
+        def helper():
+            with deferred_sigint() as own:
+                seen.append(own is outer)
+            with deferred_sigint(share=outer) as shared:
+                seen.append(shared is outer)
+
+        t = threading.Thread(target=helper)
+        t.start()
+        t.join()
+        assert seen == [False, True]
+        outer.stop()
+        outer.stop()
+        assert outer() == 1
+    assert active_presses() is None and signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_sigint() as presses:
+            signal.raise_signal(signal.SIGINT)
+            assert presses() == 1  # counted, not raised
+            signal.raise_signal(signal.SIGINT)
+            pytest.fail("a second Ctrl-C raises at once")
+    assert active_presses() is None and signal.getsignal(signal.SIGINT) is before
