@@ -169,7 +169,7 @@ def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = 
 
     Rule, from ``bnstruct bench sweep`` on a shared 2-core CPU (6 batches of width-64 nets):
     idle, 2 workers x 1 thread took 10.1-12.1 s where 1 worker x 2 threads took 12.8-18.6 s
-    (eight readings; matmuls this small split badly across threads), under contention 43.5 s
+    (nine readings; matmuls this small split badly across threads), under contention 43.5 s
     against 244 s (contended threads stall each other), and with one core busy elsewhere 1
     worker x 1 thread (16.1 s) beat 2 x 1 (25.0 s). So: one single-thread worker per free
     core while there are batches for them; cores left over (fewer batches than cores) become
