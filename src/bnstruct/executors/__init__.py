@@ -189,7 +189,7 @@ def worker_plan(n_batches: int, workers: int | None = None, cores: int | None = 
 #: how the driver asks its worker processes to stop (:func:`_interrupt_workers`): a signal
 #: whose default action is to be ignored, so a request that reaches a worker before it has
 #: set its handler is dropped (the driver repeats it), never fatal as SIGUSR1's default
-#: would be (the Go runtime uses SIGURG for its own signals for the same reason). ``None``
+#: would be (the Go runtime uses SIGURG for its preemption signal for similar reasons). ``None``
 #: where there is none (Windows: workers keep Python's Ctrl-C handling).
 STOP_SIGNAL: Any = getattr(signal, "SIGURG", None)
 _STOP_ASKED = False  # in a worker process: the driver asked it to stop
