@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import RunConfig
 from ..errors import ConfigError
@@ -40,6 +40,9 @@ from ..store import (
     run_batch,
     wait_for,
 )
+
+if TYPE_CHECKING:
+    from ..training import Presses
 
 __all__ = ["execute", "plan_batches", "worker_plan", "batch_cost", "available_cores",
            "free_cores", "busy_cores", "simulate_schedule"]
@@ -255,7 +258,18 @@ def _worker_context() -> Any:
     return ctx
 
 
-def _train_here(presses: Any, batch: list[RunConfig], root: Path) -> list[Run]:
+def _worker_died(presses: Presses) -> BaseException:
+    """What to raise when the pool breaks: the interrupt if a Ctrl-C came (it also reaches a
+    forkserver still importing, which then dies), else what happened and what to do."""
+    if presses():
+        return KeyboardInterrupt()
+    return RuntimeError(
+        "a worker process died (killed, out of memory, or the main script runs execute() "
+        "without an `if __name__ == \"__main__\":` guard); finished runs are in the store, "
+        "run again to train the rest")
+
+
+def _train_here(presses: Presses, batch: list[RunConfig], root: Path) -> list[Run]:
     """:func:`~bnstruct.store.run_batch` in a helper thread, stopping on the driver's
     Ctrl-C counter ``presses``."""
     from ..training import deferred_sigint
@@ -428,7 +442,7 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
 
     import torch
 
-    from ..training import Presses, deferred_sigint
+    from ..training import deferred_sigint
 
     before = torch.get_num_threads()
     here = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnstruct-train")
@@ -441,14 +455,6 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
         torch.set_num_threads(threads)  # the training thread's (process-wide) threads
         with deferred_sigint() as presses:
             queue = list(batches)
-            def died(e: BaseException) -> BaseException:
-                if presses():  # the Ctrl-C also reached a starting forkserver
-                    return KeyboardInterrupt()
-                return RuntimeError(
-                    "a worker process died (killed, out of memory, or the main script runs "
-                    "execute() without an `if __name__ == \"__main__\":` guard); finished "
-                    "runs are in the store, run again to train the rest")
-
             while queue or running:
                 while queue and not presses() and not any(running.values()):
                     running[here.submit(_train_here, presses, queue.pop(0), root)] = True
@@ -458,7 +464,7 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
                     try:  # the first submit starts the forkserver
                         running[pool.submit(_run_in_worker, b, str(root))] = False
                     except (BrokenProcessPool, EOFError, OSError) as e:
-                        raise died(e) from e
+                        raise _worker_died(presses) from e
                 if not running:
                     break
                 finished_now, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -469,7 +475,7 @@ def _run_pool(batches: list[list[RunConfig]], root: Path, n_workers: int, thread
                     try:
                         out = f.result()
                     except BrokenProcessPool as e:
-                        raise died(e) from e
+                        raise _worker_died(presses) from e
                     for r in out:
                         _record(r if isinstance(r, Run) else load_run(r), done, unique,
                                 progress)
