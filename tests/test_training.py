@@ -130,12 +130,32 @@ def test_the_step_does_not_sync(monkeypatch):
     assert torch.isfinite(losses).all()
 
 
+def test_the_stacked_step_does_not_sync(monkeypatch):
+    """Nor inside the stacked step every bnstruct network trains through."""
+    from bnstruct.training import StackedBatch
+
+    b = StackedBatch([small(1), small(2)])
+    b.start([bn.Stage("adam", 1e-3, 0.01, 1), bn.Stage("adam", 2e-3, 0.0, 1)], None)
+    losses = torch.empty(5, 2, dtype=torch.float64)
+
+    def boom(*a, **k):
+        raise AssertionError("host sync inside the step")
+
+    b.step(TASK.X, TASK.Y, losses[0])  # buffers are made on the first step
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, boom)
+    for i in range(1, 5):
+        b.step(TASK.X, TASK.Y, losses[i])
+    monkeypatch.undo()
+    assert torch.isfinite(losses).all()
+
+
 def test_checks_only_at_logging_steps(monkeypatch):
-    import bnstruct.training._runner as runner
+    import bnstruct.training._loop as loop
 
     calls = []
-    real = runner.first_nonfinite
-    monkeypatch.setattr(runner, "first_nonfinite", lambda t: calls.append(len(t)) or real(t))
+    real = loop._first_nonfinite
+    monkeypatch.setattr(loop, "_first_nonfinite", lambda t: calls.append(len(t)) or real(t))
     bn.train(small(), TASK, [bn.Stage("adam", 1e-3, 0.0, 200)], log_every=50, progress=False)
     assert calls == [50, 50, 50, 50]
 
@@ -212,40 +232,55 @@ def test_stage_validation():
         bn.parse_stage("adam:1e-3")
 
 
-def test_deferred_sigint_counts_presses_shares_per_thread_and_on_request():
-    """One counter per thread's outermost block; another thread shares it only when handed
-    it (``share=``); ``stop()`` is a first press, idempotent; in the main thread a first
-    SIGINT counts and a second raises at once; the previous handler comes back."""
+def test_deferred_sigint_sets_the_token_and_a_second_press_raises():
+    """Nested blocks of a thread share one token; another thread shares it only when handed
+    it; ``set()`` is idempotent; in the main thread a first SIGINT sets the token and a
+    second raises at once (held to the end of a ``hold_sigint`` block); the previous handler
+    comes back."""
     import signal
     import threading
 
-    from bnstruct.training import active_presses, deferred_sigint
+    from bnstruct.training import active_token, deferred_sigint, hold_sigint
 
     before = signal.getsignal(signal.SIGINT)
-    assert active_presses() is None
+    assert active_token() is None
     with deferred_sigint() as outer:
         with deferred_sigint() as inner:
-            assert inner is outer and active_presses() is outer
+            assert inner is outer and active_token() is outer
         seen = []
 
         def helper():
             with deferred_sigint() as own:
                 seen.append(own is outer)
-            with deferred_sigint(share=outer) as shared:
+            with deferred_sigint(outer) as shared:
                 seen.append(shared is outer)
 
         t = threading.Thread(target=helper)
         t.start()
         t.join()
         assert seen == [False, True]
-        outer.stop()
-        outer.stop()
-        assert outer() == 1
-    assert active_presses() is None and signal.getsignal(signal.SIGINT) is before
+        assert not outer.is_set()
+        outer.set()
+        outer.set()
+        assert outer.is_set() and outer.presses == 0
+    assert active_token() is None and signal.getsignal(signal.SIGINT) is before
     with pytest.raises(KeyboardInterrupt):
-        with deferred_sigint() as presses:
+        with deferred_sigint() as token:
             signal.raise_signal(signal.SIGINT)
-            assert presses() == 1  # counted, not raised
+            assert token.is_set() and token.presses == 1  # set, not raised
             signal.raise_signal(signal.SIGINT)
             pytest.fail("a second Ctrl-C raises at once")
-    assert active_presses() is None and signal.getsignal(signal.SIGINT) is before
+    after = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_sigint() as token:
+            signal.raise_signal(signal.SIGINT)
+            with hold_sigint():
+                signal.raise_signal(signal.SIGINT)
+                after.append(token.presses)  # held: the block runs to its end
+    assert after == [2]
+    with pytest.raises(KeyboardInterrupt):  # outside a deferred block: held, then raised
+        with hold_sigint():
+            signal.raise_signal(signal.SIGINT)
+            after.append("held")
+    assert after == [2, "held"]
+    assert active_token() is None and signal.getsignal(signal.SIGINT) is before

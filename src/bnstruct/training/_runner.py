@@ -1,24 +1,16 @@
-"""The stage runner (a generator of history rows) and :func:`train`, which wires it to a
-:class:`~bnstruct.training.TrainState` (resume, checkpoints) and to observers (progress).
+r"""The public ways to train: :func:`train` (one model) and :func:`train_batched` (many
+bnstruct networks of one shape), both thin layers over the one loop
+(:func:`~bnstruct.training.run_stages`): they load or start each member's
+:class:`~bnstruct.training.TrainState`, build the :class:`~bnstruct.training.Batch`, catch
+Ctrl-C (:func:`~bnstruct.training.deferred_sigint`) and return :class:`TrainResult`\ s.
 
-Divergence without a host sync per step: every step writes its loss into a buffer on the
-device; the buffer is read at each check (every logging step, checkpoint step, stage end and
-interrupt), so ``diverged_at`` is exact for the loss: it is the number of optimizer steps done
-when the training loss was first non-finite. Parameters that turn non-finite while every
-training loss stays finite (not seen in practice) are caught by the full-batch evaluation at
-the next logging step, and ``diverged_at`` is then that logging step (late by at most
-``log_every`` steps). A diverged run stops at the check that sees it; its last history row is
-logged at that step (``step >= diverged_at``) with the non-finite metrics.
+A bnstruct network trained by :func:`train` is a batch of one, so it gets the same bits as
+in any batch (see :mod:`bnstruct.training._batch`).
 """
 
 from __future__ import annotations
 
-import math
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +21,14 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..tasks import Task
+from ._batch import make_batch, same_structure
+from ._loop import run_stages
 from ._progress import Observer, default_observers
-from ._stages import Stage, default_recipe, make_optimizer, minibatch
-from ._state import TrainState
-from ._step import evaluate, first_nonfinite, step
+from ._stages import Stage, default_recipe
+from ._state import TrainState, checkpoint_step
+from ._stop import StopToken, deferred_sigint
 
-__all__ = ["StageRunner", "train", "TrainResult", "HISTORY_COLUMNS", "deferred_sigint",
-           "Presses", "active_presses"]
+__all__ = ["train", "train_batched", "train_members", "TrainResult", "HISTORY_COLUMNS"]
 
 HISTORY_COLUMNS = ["step", "stage", "lr", "lam", "objective", "fit", "penalty", "param_norm2",
                    "rel_fit", "test_error", "rel_test_error", "seconds"]
@@ -45,8 +38,8 @@ HISTORY_COLUMNS = ["step", "stage", "lr", "lam", "objective", "fit", "penalty", 
 class TrainResult:
     """Outcome of :func:`train`: ``status`` is ``completed``, ``diverged`` or ``interrupted``;
     ``history`` one row per logged step (columns :data:`HISTORY_COLUMNS`); ``diverged_at`` the
-    number of steps done when the loss was first non-finite (see the module docstring);
-    ``final`` the last row's metrics (non-finite for a diverged run)."""
+    number of steps done when the loss was first non-finite (see :mod:`._loop`); ``final``
+    the last row's metrics (non-finite for a diverged run)."""
 
     status: str
     steps: int
@@ -55,184 +48,82 @@ class TrainResult:
     diverged_at: int | None = None
     final: dict[str, float] = field(default_factory=dict)
 
-
-class _Interrupt(KeyboardInterrupt):
-    """Raised by the runner at a step boundary after a deferred Ctrl-C."""
-
-
-class Presses:
-    """The Ctrl-C counter of a :func:`deferred_sigint` block; calling it gives the count.
-    Runners stop at their next step boundary (with checkpoints) once it is non-zero, and at
-    once, without a new checkpoint, once it is above 1."""
-
-    def __init__(self) -> None:
-        self._count = 0
-
-    def __call__(self) -> int:
-        return self._count
-
-    def press(self) -> None:
-        """Count one Ctrl-C."""
-        self._count += 1
-
-    def stop(self) -> None:
-        """Ask the runners that share this counter to stop as a first Ctrl-C does (a no-op
-        once one was pressed)."""
-        self._count = max(self._count, 1)
+    @classmethod
+    def of(cls, state: TrainState) -> TrainResult:
+        hist = pd.DataFrame(state.history, columns=HISTORY_COLUMNS)
+        last = state.history[-1] if state.history else {}
+        final = {k: float(v) for k, v in last.items() if k not in ("step", "stage")}
+        return cls(state.status, state.step, hist, state.seconds, state.diverged_at, final)
 
 
-_ACTIVE = threading.local()  # .presses: the counter of this thread's outermost block
+def _check_args(stages: Sequence[Sequence[Stage]], log_every: int,
+                checkpoint_every: int | None, checkpoints: Sequence[Any] | None) -> None:
+    if not stages or not all(s and all(isinstance(x, Stage) for x in s) for s in stages):
+        raise ConfigError("stages must be a non-empty sequence of bnstruct.Stage")
+    if not all(same_structure(stages[0], s) for s in stages):
+        raise ConfigError("networks trained in one batch need the same stage structure "
+                          "(optimizer, steps and batch size of each stage)")
+    if not isinstance(log_every, int) or isinstance(log_every, bool) or log_every < 1:
+        raise ConfigError(f"log_every must be an integer >= 1, got {log_every!r}")
+    if checkpoint_every is not None and checkpoints is None:
+        raise ConfigError("checkpoint_every needs a checkpoint path")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
+                                         or checkpoint_every < 1):
+        raise ConfigError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
 
 
-def active_presses() -> Presses | None:
-    """The counter of this thread's active :func:`deferred_sigint` block, if any."""
-    return getattr(_ACTIVE, "presses", None)
+def _states(models: Sequence[nn.Module], stages: Sequence[tuple[Stage, ...]],
+            checkpoints: Sequence[str | Path] | None, resume: bool) -> list[TrainState]:
+    """Each member's state: its checkpoint (weights restored into the model) when resuming,
+    else a fresh one; the checkpoints of a batch must be at one step."""
+    states = [TrainState(s) for s in stages]
+    if not (resume and checkpoints is not None):
+        return states
+    dev = next(models[0].parameters()).device
+    loaded = [TrainState.load(c, s, device=dev) for c, s in zip(checkpoints, stages,
+                                                                 strict=True)]
+    if any(s is not None for s in loaded):
+        steps = {s.step if s is not None else 0 for s in loaded}
+        if len(steps) != 1:
+            raise ConfigError(f"the checkpoints of a batch are at different steps {steps}: "
+                              "resume them in separate batches")
+        for b, s in enumerate(loaded):
+            if s is not None:
+                s.restore_model(models[b])
+                states[b] = s
+    return states
 
 
-@contextmanager
-def deferred_sigint(share: Presses | None = None) -> Iterator[Presses]:
-    """Within the block a first Ctrl-C (SIGINT) only counts, and the runners, which read the
-    count after each step, stop at a step boundary with a consistent checkpoint; a second
-    Ctrl-C raises ``KeyboardInterrupt`` at once. Yields the counter (:class:`Presses`).
+def train_members(models: Sequence[nn.Module], task: Task,
+                  stages: Sequence[Sequence[Stage]], seeds: Sequence[int], *,
+                  stop: StopToken, log_every: int = 100,
+                  checkpoints: Sequence[str | Path] | None = None,
+                  checkpoint_every: int | None = None, resume: bool = False,
+                  on_row: Callable[[int, dict[str, Any]], None] | None = None
+                  ) -> list[TrainResult]:
+    """Train ``models`` in place as one batch (:func:`~bnstruct.training.make_batch`) through
+    the one loop, stopping at a step boundary once ``stop`` is set; see
+    :func:`train_batched` for the arguments. Every executor trains through this."""
+    if not models:
+        return []
+    lists = [tuple(s) for s in stages]
+    if len(lists) != len(models) or len(seeds) != len(models):
+        raise ConfigError("training a batch needs one stage list and one seed per model")
+    if checkpoints is not None and len(checkpoints) != len(models):
+        raise ConfigError("training a batch needs one checkpoint prefix per model")
+    _check_args(lists, log_every, checkpoint_every, checkpoints)
+    states = _states(models, lists, checkpoints, resume)
+    p0 = next(models[0].parameters())
+    batch = make_batch(models)
 
-    Nested blocks of one thread share the outermost one's counter. ``share``: use this
-    counter (another thread's) instead of a new one; that is how a helper thread that trains
-    for the main thread's block stops on its Ctrl-C, or on :meth:`Presses.stop`. Signals are
-    only caught in the main thread and where SIGINT has Python's default handler; elsewhere
-    the count only changes by :meth:`Presses.stop`."""
-    outer = getattr(_ACTIVE, "presses", None)
-    if outer is not None:
-        yield outer
-        return
-    presses = share if share is not None else Presses()
-    _ACTIVE.presses = presses
-    try:
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            yield presses
-            return
+    def save(b: int, st: TrainState) -> None:
+        assert checkpoints is not None
+        st.save(checkpoints[b])
 
-        def handler(signum: int, frame: Any) -> None:
-            presses.press()
-            if presses() > 1:
-                raise KeyboardInterrupt
-
-        old = signal.signal(signal.SIGINT, handler)
-        try:
-            yield presses
-        finally:
-            signal.signal(signal.SIGINT, old)
-    finally:
-        _ACTIVE.presses = None
-
-
-class StageRunner:
-    """Runs ``stages`` on ``model`` (in place) and yields the history rows.
-
-    The task is moved to the model's device and dtype. Each stage gets a fresh optimizer
-    (:func:`~bnstruct.training.make_optimizer`); minibatches (``Stage.batch_size``) come from
-    :func:`~bnstruct.training.minibatch`, seeded by ``seed``. ``rows`` advances a
-    :class:`TrainState` in place, so whoever consumes the rows can checkpoint it at any time
-    (:meth:`snapshot`)."""
-
-    def __init__(self, model: nn.Module, task: Task, stages: Sequence[Stage], *, seed: int = 0,
-                 log_every: int = 100) -> None:
-        p0 = next(model.parameters())
-        self.model, self.stages, self.seed, self.log_every = model, tuple(stages), seed, log_every
-        self.task = task.to(p0.device, p0.dtype)
-        self.params = list(model.parameters())
-        self.ends = [sum(s.steps for s in self.stages[:i + 1]) for i in range(len(self.stages))]
-        self.opt: torch.optim.Optimizer | None = None
-        self._t0 = time.perf_counter()
-        self._base = 0.0
-
-    @property
-    def total(self) -> int:
-        return self.ends[-1]
-
-    def elapsed(self) -> float:
-        return self._base + time.perf_counter() - self._t0
-
-    def snapshot(self, state: TrainState) -> TrainState:
-        """``state`` with the current weights, optimizer state and time (no optimizer state at
-        a stage boundary: the next stage starts a fresh optimizer)."""
-        state.seconds = self.elapsed()
-        state.capture(self.model, None if state.step in self.ends else self.opt)
-        return state
-
-    def _row(self, state: TrainState, si: int) -> dict[str, Any]:
-        st = self.stages[si]
-        row = {"step": state.step, "stage": si, "lr": st.lr, "lam": st.lam,
-               **evaluate(self.model, self.task, st.lam), "seconds": self.elapsed()}
-        state.history.append(row)
-        return row
-
-    def rows(self, state: TrainState, *, checkpoint_every: int | None = None,
-             save: Callable[[TrainState], None] | None = None,
-             interrupted: Callable[[], int] = lambda: 0) -> Iterator[dict[str, Any]]:
-        """Train from ``state`` to the end, yielding each history row (step 0, every
-        ``log_every`` steps, every stage end). ``save(state)`` is called every
-        ``checkpoint_every`` steps and at stage ends (after :meth:`snapshot`). Sets
-        ``state.status`` (``completed`` or ``diverged``) and ``state.diverged_at``; when
-        ``interrupted()`` turns non-zero, raises ``KeyboardInterrupt`` at the next step
-        boundary."""
-        self._t0, self._base = time.perf_counter(), state.seconds
-        X, Y, N = self.task.X, self.task.Y, self.task.n_train
-        losses = torch.empty(self.log_every, dtype=X.dtype, device=X.device)
-        pending_opt = bool(any(k.startswith("opt.") for k in state.tensors))
-        offset = 0
-        for si, stage in enumerate(self.stages):
-            end = self.ends[si]
-            if state.step >= end:
-                offset = end
-                continue
-            self.opt = opt = make_optimizer(stage, self.params)
-            if pending_opt:
-                state.restore_optimizer(opt)
-                pending_opt = False
-            if not state.history:
-                yield self._row(state, si)
-            bs = stage.batch_size
-            full = bs is None or bs >= N
-            checked = state.step
-            while state.step < end:
-                if full:
-                    xb, yb = X, Y
-                else:
-                    assert bs is not None
-                    idx = minibatch(self.seed, si, state.step - offset, bs, N).to(X.device)
-                    xb, yb = X[idx], Y[idx]
-                step(self.model, opt, xb, yb, losses, state.step - checked)
-                state.step += 1
-                s = state.step
-                log = s % self.log_every == 0 or s == end
-                ck = save is not None and checkpoint_every is not None and s % checkpoint_every == 0
-                stop = interrupted() > 0
-                if not (log or ck or stop):
-                    continue
-                bad = first_nonfinite(losses[:s - checked])
-                if bad is not None:
-                    state.status, state.diverged_at = "diverged", checked + bad
-                    yield self._row(state, si)
-                    return
-                checked = s
-                if stop:
-                    raise _Interrupt
-                if log:
-                    row = self._row(state, si)
-                    if not all(math.isfinite(row[c]) for c in ("objective", "param_norm2")):
-                        state.status, state.diverged_at = "diverged", s
-                        yield row
-                        return
-                    yield row
-                if ck:
-                    assert save is not None
-                    save(self.snapshot(state))
-            offset = end
-            self.opt = None
-            if save is not None and checkpoint_every:
-                save(self.snapshot(state))  # a checkpoint at every stage boundary
-        state.status = "completed"
+    run_stages(batch, task.to(p0.device, p0.dtype), lists, list(seeds), states, stop=stop,
+               log_every=log_every, checkpoint_every=checkpoint_every,
+               save=save if checkpoints is not None else None, on_row=on_row)
+    return [TrainResult.of(s) for s in states]
 
 
 def train(model: nn.Module, task: Task, stages: Sequence[Stage] | None = None, *, seed: int = 0,
@@ -259,53 +150,49 @@ def train(model: nn.Module, task: Task, stages: Sequence[Stage] | None = None, *
         observers: more :class:`~bnstruct.training.Observer`\ s of the rows.
 
     A non-finite loss or parameter stops the run: ``status="diverged"`` and ``diverged_at``
-    (see :mod:`bnstruct.training._runner` for its precision; no exception). Ctrl-C
+    (see :mod:`bnstruct.training._loop` for its precision; no exception). Ctrl-C
     (``KeyboardInterrupt``) stops at a step boundary, writes a checkpoint (when ``checkpoint``
     is set) and returns ``status="interrupted"``; a second Ctrl-C stops at once without a new
     checkpoint (resume then starts from the last periodic one).
     """
     stages = tuple(default_recipe() if stages is None else stages)
-    if not stages or not all(isinstance(s, Stage) for s in stages):
-        raise ConfigError("stages must be a non-empty sequence of bnstruct.Stage")
-    if not isinstance(log_every, int) or log_every < 1:
-        raise ConfigError(f"log_every must be an integer >= 1, got {log_every!r}")
-    if checkpoint_every is not None and checkpoint is None:
-        raise ConfigError("checkpoint_every needs a checkpoint path")
-    runner = StageRunner(model, task, stages, seed=seed, log_every=log_every)
-    state = None
-    if resume and checkpoint is not None:
-        state = TrainState.load(checkpoint, stages, device=next(model.parameters()).device)
-    if state is not None:
-        state.restore_model(model)
-    else:
-        state = TrainState(stages)
-
-    def save(st: TrainState) -> None:
-        assert checkpoint is not None
-        st.save(checkpoint)
-
+    _check_args([stages], log_every, checkpoint_every, None if checkpoint is None else [0])
     obs = [*default_observers(progress, callback), *observers]
+    done = checkpoint_step(checkpoint) if resume and checkpoint is not None else 0
     for o in obs:
-        o.start(runner.total, state.step)
+        o.start(sum(s.steps for s in stages), done)
     try:
-        with deferred_sigint() as presses:
-            try:
-                for row in runner.rows(state, checkpoint_every=checkpoint_every,
-                                       save=save if checkpoint is not None else None,
-                                       interrupted=presses):
-                    for o in obs:
-                        o.row(row["step"], row)
-            except KeyboardInterrupt:
-                state.status = "interrupted"
-                # after a second Ctrl-C the optimizer may be half-way through a step: keep the
-                # last periodic checkpoint then
-                if checkpoint is not None and presses() <= 1:
-                    save(runner.snapshot(state))
+        with deferred_sigint() as stop:
+            (res,) = train_members([model], task, [stages], [seed], stop=stop,
+                                   log_every=log_every,
+                                   checkpoints=None if checkpoint is None else [checkpoint],
+                                   checkpoint_every=checkpoint_every, resume=resume,
+                                   on_row=lambda b, row: [o.row(row["step"], row) for o in obs])
     finally:
         for o in obs:
             o.close()
-    hist = pd.DataFrame(state.history, columns=HISTORY_COLUMNS)
-    final = ({k: float(v) for k, v in state.history[-1].items() if k not in ("step", "stage")}
-             if state.history else {})
-    return TrainResult(state.status, state.step, hist, runner.elapsed(), state.diverged_at,
-                       final)
+    return res
+
+
+def train_batched(models: Sequence[nn.Module], task: Task,
+                  stages: Sequence[Sequence[Stage]], seeds: Sequence[int], *,
+                  log_every: int = 100,
+                  checkpoints: Sequence[str | Path] | None = None,
+                  checkpoint_every: int | None = None, resume: bool = False,
+                  on_row: Callable[[int, dict[str, Any]], None] | None = None
+                  ) -> list[TrainResult]:
+    """Train bnstruct networks ``models`` (same sizes and activation) together on ``task``,
+    network ``b`` through ``stages[b]`` (one stage structure: optimizer, steps and batch
+    size per stage; ``lr`` and ``lam`` may differ) with minibatch seed ``seeds[b]``. The
+    models are updated in place; one :class:`TrainResult` per network, bit for bit what
+    :func:`train` gives each alone.
+
+    ``checkpoints[b]`` is network ``b``'s checkpoint prefix (the single-run format), written
+    every ``checkpoint_every`` steps, at stage ends and on interrupt; with ``resume=True``
+    existing checkpoints are continued (all at the same step, or none present).
+    ``on_row(b, row)`` sees every history row of network ``b``. Ctrl-C as in :func:`train`.
+    """
+    with deferred_sigint() as stop:
+        return train_members(models, task, stages, seeds, stop=stop, log_every=log_every,
+                             checkpoints=checkpoints, checkpoint_every=checkpoint_every,
+                             resume=resume, on_row=on_row)

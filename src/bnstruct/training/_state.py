@@ -21,7 +21,7 @@ from .._io import atomic_write_text, save_tensors
 from ..errors import ConfigError
 from ._stages import Stage
 
-__all__ = ["TrainState"]
+__all__ = ["TrainState", "checkpoint_step"]
 
 _KEY = "bnstruct_checkpoint"
 
@@ -102,6 +102,7 @@ class TrainState:
         """Write ``<prefix>.safetensors`` (atomic; the resume state in its header) and the
         readable copy ``<prefix>.json``."""
         meta = self.header()
+        Path(f"{prefix}.safetensors").parent.mkdir(parents=True, exist_ok=True)
         save_tensors(f"{prefix}.safetensors", self.tensors, metadata={_KEY: meta})
         atomic_write_text(f"{prefix}.json", meta)
 
@@ -132,3 +133,16 @@ class TrainState:
     def remove(prefix: str | Path) -> None:
         for suffix in (".safetensors", ".json"):
             Path(f"{prefix}{suffix}").unlink(missing_ok=True)
+
+
+def checkpoint_step(prefix: str | Path) -> int:
+    """The step of the checkpoint at ``prefix`` (0 when there is none or it holds no resume
+    state)."""
+    from safetensors import safe_open
+
+    path = Path(f"{prefix}.safetensors")
+    if not path.exists():
+        return 0
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads((fh.metadata() or {}).get(_KEY, "null") or "null")
+    return int(meta["step"]) if meta else 0
