@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "Stage": "training", "default_recipe": "training", "parse_stage": "training",
     "train": "training", "TrainResult": "training",
     # runs and the store
-    "ModelSpec": "config", "RunConfig": "config", "run": "store", "Run": "store",
+    "ModelSpec": "config", "RunConfig": "config", "run": "executors", "Run": "store",
     "load_run": "store", "runs": "store",
     # diagnostics (layer by layer, THEORY sections 3-4)
     "weight_spectra": "diagnostics", "representations": "diagnostics",
@@ -92,6 +92,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     )
     from .errors import BnstructError, ConfigError, DataError, RunExistsError
     from .models import MLP, DeepLinear, balancedness, param_norm2, rebalance
-    from .store import Run, load_run, run, runs
+    from .executors import run
+    from .store import Run, load_run, runs
     from .tasks import Task, TaskSpec, make_task
     from .training import Stage, TrainResult, default_recipe, parse_stage, train

@@ -13,6 +13,11 @@ A store is a directory of runs plus ``index.sqlite`` (WAL mode). A run directory
 
 Every file is written to a temporary name and renamed, so a killed process never leaves a
 half-written file. Nothing is ever unpickled.
+
+The store is persistence only: run directories (:func:`write_result`, the one writer every
+executor uses; :func:`load_run`), the index (:func:`runs`; paths relative to the store's root)
+and the claims that let several drivers share a store (:func:`claim`). Training is
+:mod:`bnstruct.executors`'.
 """
 
 from __future__ import annotations
@@ -20,12 +25,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
+import shutil
 import socket
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +38,17 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ._io import atomic_write_bytes, atomic_write_text, dumps, jsonable, save_tensors
+from ._io import atomic_write_bytes, dumps, jsonable
 from .config import DTYPES, RunConfig, resolve_device
 from .errors import BnstructError, ConfigError, RunExistsError
 from .models import FeedForward
 from .tasks import Task
-from .training import TrainResult, TrainState, train, train_batched
+from .training import TrainResult, TrainState, checkpoint_step as _ck_step, hold_sigint
 
-__all__ = ["Run", "run", "run_batch", "batch_key", "load_run", "runs", "summarize", "finished",
-           "checkpoint_step", "INDEX_COLUMNS", "RunResult", "train_group", "store_result",
-           "claim", "release", "claimed_by", "wait_for", "RunBusyError", "reuse_run"]
+__all__ = ["Run", "RunResult", "write_result", "load_run", "runs", "finished", "open_run",
+           "stored_task", "checkpoint_prefix", "checkpoint_step", "summarize",
+           "config_record", "INDEX_COLUMNS", "reuse_run", "check_writable",
+           "claim", "release", "claimed_by", "wait_for", "RunBusyError"]
 
 INDEX = "index.sqlite"
 INDEX_COLUMNS = {
@@ -85,7 +90,7 @@ def _index_row(path: Path, config: RunConfig, task: Task, summary: dict[str, Any
     fin = summary.get("final", {})
     k = task.bn_rank
     return {
-        "name": path.name, "path": str(path.resolve()), "task": config.task.name,
+        "name": path.name, "path": path.name, "task": config.task.name,
         "model": m.kind, "depth": m.depth,
         "width": str(m.width if isinstance(m.width, int) else list(m.width)),
         "d_in": task.d_in, "d_out": task.d_out, "n_train": task.n_train, "k": k,
@@ -127,27 +132,6 @@ def reuse_run(path: str | Path) -> Run:
     return r
 
 
-@contextmanager
-def _sigint_after() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then hand it to the
-    previous handler (``KeyboardInterrupt`` by default; a runner's deferred handler counts
-    it). Outside the main thread nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pressed: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if pressed:
-            if callable(old):
-                old(signal.SIGINT, None)
-            elif old != signal.SIG_IGN:
-                raise KeyboardInterrupt
-
-
 @dataclass
 class Run:
     """A run loaded from (or just written to) its directory."""
@@ -164,8 +148,10 @@ class Run:
         return str(self.summary["status"])
 
 
-def _task_for(config: RunConfig, path: Path) -> Task:
-    data = path / "data.safetensors"
+def stored_task(config: RunConfig, path: str | Path) -> Task:
+    """The task of run directory ``path``: its stored copy of the data
+    (``data.safetensors``, tasks loaded from a file), else rebuilt from ``config``."""
+    data = Path(path) / "data.safetensors"
     if data.exists():
         from safetensors.torch import load_file
 
@@ -174,14 +160,16 @@ def _task_for(config: RunConfig, path: Path) -> Task:
     return config.task.build()
 
 
-def _check_writable(root: Path) -> None:
+def check_writable(root: Path) -> None:
+    """Create ``root`` if needed and check that this process can write to it."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"cannot write to {root} ({e.strerror}): choose another --out") from None
+        raise ConfigError(f"cannot write to the store {root} ({e.strerror}): choose another "
+                          "store directory") from None
 
 
 def summarize(res: TrainResult, *, created: str, device: str, bn_rank: int | None
@@ -211,165 +199,50 @@ def finished(path: str | Path) -> bool:
     return summ.exists() and json.loads(summ.read_text())["status"] in FINISHED
 
 
-def _open(config: RunConfig, root: Path, name: str, resume: bool) -> Path:
-    """The run directory for ``config`` (checked, not created); raises when it exists and
-    cannot be continued."""
-    path = root / name
-    if path.exists() and (path / "config.json").exists():
-        if not resume:
-            raise RunExistsError(f"run {path} already exists: pass --resume to continue or "
-                                 "reuse it, or choose another --name")
-        old = json.loads((path / "config.json").read_text())["config"]
-        if RunConfig.from_dict(old).digest() != config.digest():
-            raise RunExistsError(f"run {path} exists with a different configuration: choose "
-                                 "another --name")
-    return path
-
-
-def _prepare(config: RunConfig, root: Path, path: Path, task: Task) -> None:
-    _check_writable(root)
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "config.json").exists():
-        atomic_write_text(path / "config.json", _config_json(config, task))
-        if config.task.data is not None:
-            save_tensors(path / "data.safetensors", {"X": task.X, "Y": task.Y,
-                                                      "X_test": task.X_test,
-                                                      "Y_test": task.Y_test})
-
-
-def _finish(root: Path, path: Path, config: RunConfig, task: Task, model: FeedForward,
-            res: TrainResult, created: str, device: torch.device) -> Run:
-    """Write the run's files (history, weights, summary), drop a finished run's checkpoint,
-    and index it."""
-    atomic_write_text(path / "history.csv", res.history.to_csv(index=False))
-    save_tensors(path / "weights.safetensors", model.state_dict())
-    summary = summarize(res, created=created, device=str(device), bn_rank=task.bn_rank)
-    atomic_write_text(path / "summary.json", dumps(summary))
-    if res.status in FINISHED:
-        TrainState.remove(path / "checkpoint")
-    _register(root, _index_row(path, config, task, summary))
-    return Run(path, config, model, task, res.history, summary)
-
-
-def run(config: RunConfig, store: str | Path = "runs", *, name: str | None = None,
-        resume: bool = False, progress: bool | None = None, task: Task | None = None,
-        wait: bool = False) -> Run:
-    """Train ``config`` into ``store/name`` (default name: :meth:`RunConfig.default_name`).
-
-    An existing run directory is an error unless ``resume=True``: then a finished run is
-    loaded as is (no training) and an unfinished one continues from its checkpoint to the same
-    weights an uninterrupted run gives. ``task`` overrides ``config.task.build()`` (used for
-    data loaded from a file, which is then copied into the run directory).
-
-    The run is claimed first (:func:`claim`): while another process trains it, this raises
-    :class:`RunBusyError`, or with ``wait=True`` waits for it (and returns it once finished).
-    """
-    root = Path(store)
-    name = name or config.default_name()
-    _check_writable(root)
-    while not claim(root, name):
-        holder = claimed_by(root, name) or "another process"
-        if not wait:
-            raise RunBusyError(f"run {root / name} is being trained by another process "
-                               f"({holder}): pass --wait to wait for it")
-        wait_for(root, [name])
-        if finished(root / name):
-            _open(config, root, name, True)  # same configuration?
-            return load_run(root / name)
-    try:
-        return _run_claimed(config, root, name, resume, progress, task)
-    finally:
-        release(root, name)
-
-
-def _run_claimed(config: RunConfig, root: Path, name: str, resume: bool,
-                 progress: bool | None, task: Task | None) -> Run:
-    path = _open(config, root, name, resume)
-    if resume and finished(path):
-        return load_run(path)
-    device = resolve_device(config.device)
-    if task is None:
-        task = _task_for(config, path)
-    _prepare(config, root, path, task)
-    model = config.model.build(task.d_in, task.d_out, seed=config.seed,
-                               dtype=DTYPES[config.dtype], device=device)
-    created = time.strftime("%Y-%m-%dT%H:%M:%S")
-    res = train(model, task, config.stages, seed=config.seed, log_every=config.log_every,
-                checkpoint=path / "checkpoint", checkpoint_every=config.checkpoint_every,
-                resume=resume, progress=progress)
-    return _finish(root, path, config, task, model, res, created, device)
-
-
-def batch_key(config: RunConfig) -> tuple[Any, ...]:
-    """Configs with equal keys can train in one batch (:func:`run_batch`): the same task
-    (data), model family and shape, dtype, device, stage structure (optimizer, steps and
-    batch size per stage), ``log_every`` and ``checkpoint_every``; seeds, ``lam`` and ``lr``
-    may differ."""
-    return (json.dumps(config.task.to_dict(), sort_keys=True), config.model, config.dtype,
-            config.device, tuple((s.optimizer, s.steps, s.batch_size) for s in config.stages),
-            config.log_every, config.checkpoint_every)
+def checkpoint_prefix(path: str | Path) -> Path:
+    """The checkpoint prefix of run directory ``path`` (``checkpoint.safetensors``)."""
+    return Path(path) / "checkpoint"
 
 
 def checkpoint_step(path: str | Path) -> int:
-    """The step of the run's checkpoint (0 when it has none)."""
-    from safetensors import safe_open
-
-    ck = Path(path) / "checkpoint.safetensors"
-    if not ck.exists():
-        return 0
-    with safe_open(str(ck), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {}).get("bnstruct_checkpoint", "null") or "null")
-    return int(meta["step"]) if meta else 0
+    """The step of run directory ``path``'s checkpoint (0 when it has none)."""
+    return _ck_step(checkpoint_prefix(path))
 
 
-def run_batch(configs: Sequence[RunConfig], store: str | Path = "runs", *,
-              on_done: Callable[[Run], None] | None = None) -> list[Run]:
-    """Train ``configs`` (equal :func:`batch_key`, distinct names) together as one batch
-    (:func:`bnstruct.training.train_batched`), each into its own run directory
-    ``store/<default_name>``, the same files as :func:`run` writes, indexed as usual.
+def task_bytes(task: Task) -> bytes:
+    """The ``data.safetensors`` bytes of a task loaded from a file."""
+    from safetensors.torch import save as save_bytes
 
-    Runs already finished are loaded, not retrained; unfinished ones continue from their
-    checkpoints (which must all be at one step: :func:`checkpoint_step`). A network trained
-    in a batch equals the same config trained alone up to rounding. ``on_done(run)`` is
-    called for each run once it is written."""
-    configs = list(configs)
-    if not configs:
-        return []
-    keys = {batch_key(c) for c in configs}
-    if len(keys) != 1:
-        raise ConfigError("run_batch needs configs of one batch_key (task, model, dtype, "
-                          "device, stage structure, log_every, checkpoint_every)")
-    names = [c.default_name() for c in configs]
-    if len(set(names)) != len(names):
-        raise ConfigError("run_batch got the same config twice")
-    root = Path(store)
-    paths = [_open(c, root, n, True) for c, n in zip(configs, names, strict=True)]
-    out: dict[int, Run] = {}
-    todo = []
-    for i, p in enumerate(paths):
-        if finished(p):
-            out[i] = reuse_run(p)
-        else:
-            todo.append(i)
-    if todo:
-        c0 = configs[todo[0]]
-        device = resolve_device(c0.device)
-        task = _task_for(c0, paths[todo[0]])
-        models = []
-        for i in todo:
-            _prepare(configs[i], root, paths[i], task)
-            models.append(configs[i].model.build(task.d_in, task.d_out, seed=configs[i].seed,
-                                                 dtype=DTYPES[c0.dtype], device=device))
-        created = time.strftime("%Y-%m-%dT%H:%M:%S")
-        results = train_batched(models, task, [configs[i].stages for i in todo],
-                                [configs[i].seed for i in todo], log_every=c0.log_every,
-                                checkpoints=[paths[i] / "checkpoint" for i in todo],
-                                checkpoint_every=c0.checkpoint_every, resume=True)
-        for i, m, res in zip(todo, models, results, strict=True):
-            out[i] = _finish(root, paths[i], configs[i], task, m, res, created, device)
-            if on_done is not None:
-                on_done(out[i])
-    return [out[i] for i in range(len(configs))]
+    return bytes(save_bytes({k: v.detach().cpu().contiguous() for k, v in
+                             (("X", task.X), ("Y", task.Y), ("X_test", task.X_test),
+                              ("Y_test", task.Y_test))}))
+
+
+def open_run(config: RunConfig, root: Path, name: str, resume: bool) -> Path:
+    """The run directory for ``config`` (checked, not created); raises
+    :class:`RunExistsError` when it exists and cannot be continued (``resume`` false, or
+    another configuration)."""
+    path = root / name
+    if path.exists() and (path / "config.json").exists():
+        if not resume:
+            raise RunExistsError(f"run {path} already exists: resume it (resume=True, CLI "
+                                 "--resume) or choose another name")
+        old = json.loads((path / "config.json").read_text())["config"]
+        if RunConfig.from_dict(old).digest() != config.digest():
+            raise RunExistsError(f"run {path} exists with a different configuration: choose "
+                                 "another name")
+    return path
+
+
+def prepare(config: RunConfig, root: Path, path: Path, task: Task) -> None:
+    """Create run directory ``path`` with its ``config.json`` (and the task's data when it
+    came from a file) before training starts, so a stopped run can be resumed."""
+    check_writable(root)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "config.json").exists():
+        atomic_write_bytes(path / "config.json", config_record(config, task).encode())
+        if config.task.data is not None:
+            atomic_write_bytes(path / "data.safetensors", task_bytes(task))
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:
@@ -386,7 +259,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
         raise BnstructError(f"run {path} has not finished (no summary/weights): resume it with "
                             "bnstruct train ... --resume")
     summary = json.loads(summ.read_text())
-    task = _task_for(config, path)
+    task = stored_task(config, path)
     dev = resolve_device(device)
     model = config.model.build(task.d_in, task.d_out, seed=config.seed,
                                dtype=DTYPES[config.dtype], device=dev)
@@ -397,18 +270,23 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
 
 def runs(store: str | Path = "runs", where: str | None = None) -> pd.DataFrame:
     """The store's index as a DataFrame, optionally filtered by an SQL ``WHERE`` clause over
-    :data:`INDEX_COLUMNS` (e.g. ``"task = 'composite' AND depth >= 10"``)."""
+    :data:`INDEX_COLUMNS` (e.g. ``"task = 'composite' AND depth >= 10"``).
+
+    The index keeps each run's path relative to the store's root, so a store that was
+    copied or moved keeps working; ``path`` here is that directory under ``store`` now."""
     root = Path(store)
     if not (root / INDEX).exists():
         raise BnstructError(f"{root} is not a bnstruct store (no {INDEX})")
     q = "SELECT * FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY name"
     con = sqlite3.connect(f"file:{root / INDEX}?mode=ro", uri=True)
     try:
-        return pd.read_sql_query(q, con)
+        df = pd.read_sql_query(q, con)
     except (sqlite3.OperationalError, pd.errors.DatabaseError) as e:
-        raise BnstructError(f"bad --where clause {where!r}: {e}") from None
+        raise BnstructError(f"bad where clause {where!r}: {e}") from None
     finally:
         con.close()
+    df["path"] = [str((root / p).resolve()) for p in df["path"]]
+    return df
 
 
 # --- concurrency: one claim per run -------------------------------------------------------
@@ -527,12 +405,12 @@ def wait_for(root: str | Path, names: Sequence[str], *, poll: float = 0.2) -> li
 
 @dataclass(frozen=True)
 class RunResult:
-    """One run trained in memory (:func:`train_group`), ready to be written by
-    :func:`store_result` on another machine: everything is bytes, strings or JSON values.
+    """One run trained in memory (:func:`bnstruct.executors.train_group`), ready to be written by
+    :func:`write_result` on another machine: everything is bytes, strings or JSON values.
 
     ``config_json`` is the text of ``config.json``; ``weights`` the ``weights.safetensors``
     bytes; ``history_csv`` the text of ``history.csv``; ``summary`` the ``summary.json``
-    record (``status`` ``completed`` | ``diverged``); ``data`` the ``data.safetensors`` bytes
+    record (``status`` ``completed``, ``diverged`` or ``interrupted``); ``data`` the ``data.safetensors`` bytes
     for tasks loaded from a file."""
 
     name: str
@@ -547,55 +425,21 @@ class RunResult:
         return str(self.summary["status"])
 
 
-def train_group(configs: Sequence[RunConfig]) -> list[RunResult]:
-    """Train ``configs`` (equal :func:`batch_key`, distinct names) as one batch, as
-    :func:`run_batch` does, but write nothing: returns one :class:`RunResult` per config.
-    The weights equal :func:`run_batch`'s bit for bit (same batched step, same order)."""
-    from safetensors.torch import save as save_bytes
-
-    configs = list(configs)
-    if not configs:
-        return []
-    if len({batch_key(c) for c in configs}) != 1:
-        raise ConfigError("train_group needs configs of one batch_key")
-    c0 = configs[0]
-    device = resolve_device(c0.device)
-    task = c0.task.build()
-    models = [c.model.build(task.d_in, task.d_out, seed=c.seed, dtype=DTYPES[c0.dtype],
-                            device=device) for c in configs]
-    created = time.strftime("%Y-%m-%dT%H:%M:%S")
-    results = train_batched(models, task, [c.stages for c in configs],
-                            [c.seed for c in configs], log_every=c0.log_every)
-    data = None
-    if c0.task.data is not None:
-        data = save_bytes({k: v.detach().cpu().contiguous() for k, v in
-                           (("X", task.X), ("Y", task.Y), ("X_test", task.X_test),
-                            ("Y_test", task.Y_test))})
-    out = []
-    for c, m, res in zip(configs, models, results, strict=True):
-        out.append(RunResult(
-            name=c.default_name(), config_json=_config_json(c, task),
-            weights=save_bytes({k: v.detach().cpu().contiguous()
-                                for k, v in m.state_dict().items()}),
-            history_csv=res.history.to_csv(index=False),
-            summary=summarize(res, created=created, device=str(device), bn_rank=task.bn_rank),
-            data=data))
-    return out
-
-
-def _config_json(config: RunConfig, task: Task) -> str:
+def config_record(config: RunConfig, task: Task) -> str:
+    """The text of ``config.json``: the configuration, package versions, the task's
+    bottleneck rank and data fingerprint."""
     return dumps({"config": config.to_dict(), "versions": _versions(), "bn_rank": task.bn_rank,
                   "fingerprint": task.fingerprint()})
 
 
-def store_result(store: str | Path, result: RunResult) -> Run:
+def write_result(store: str | Path, result: RunResult) -> Run:
     """Write ``result`` as run directory ``store/<name>`` and index it (one transaction).
 
     A new directory is assembled under a temporary name and renamed into place, so readers
     never see half a run; an existing unfinished one (an interrupted local run) gets each
     file atomically, ``summary.json`` last, and loses its checkpoint."""
     root = Path(store)
-    _check_writable(root)
+    check_writable(root)
     path = root / result.name
     files: list[tuple[str, bytes]] = [("config.json", result.config_json.encode())]
     if result.data is not None:
@@ -603,17 +447,15 @@ def store_result(store: str | Path, result: RunResult) -> Run:
     files += [("history.csv", result.history_csv.encode()),
               ("weights.safetensors", result.weights),
               ("summary.json", dumps(result.summary).encode())]
-    with _sigint_after():  # the directory and its index row, or neither (up to a kill)
-        return _place(root, path, files, result.name)
+    with hold_sigint():  # the directory and its index row, or neither (up to a kill)
+        return _place(root, path, files, result.status in FINISHED)
 
 
-def _place(root: Path, path: Path, files: list[tuple[str, bytes]], name: str) -> Run:
-    """Write ``files`` as run directory ``path`` (:func:`store_result`) and index it."""
+def _place(root: Path, path: Path, files: list[tuple[str, bytes]], done: bool) -> Run:
+    """Write ``files`` as run directory ``path`` (:func:`write_result`) and index it."""
     placed = False
     if not path.exists():
-        import shutil
-
-        tmp = root / f".{name}.{os.getpid()}.tmp"
+        tmp = root / f".{path.name}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         for fname, data in files:
@@ -626,7 +468,8 @@ def _place(root: Path, path: Path, files: list[tuple[str, bytes]], name: str) ->
     if not placed:
         for fname, data in files:  # summary.json last: a reader sees a finished run or none
             atomic_write_bytes(path / fname, data)
-        TrainState.remove(path / "checkpoint")
+    if done:
+        TrainState.remove(checkpoint_prefix(path))
     r = load_run(path)
     _register(root, _index_row(path, r.config, r.task, r.summary))
     return r

@@ -1,10 +1,10 @@
 """The Ray executor: the batches of a sweep as Ray tasks, on a local instance or a cluster.
 
 Each batch (a group of configs that train together, :func:`~bnstruct.executors.plan_batches`)
-becomes one Ray task (``num_cpus=cpus_per_task``, ``num_gpus=gpus_per_task``) that trains it
-in memory (:func:`bnstruct.store.train_group`) and returns its results: weights as
-safetensors bytes, history, summary. The driver writes each run directory atomically and
-indexes it (:func:`bnstruct.store.store_result`), so workers need no shared filesystem, only
+becomes one Ray task (``num_cpus=RayExecutor.cpus``, ``num_gpus=RayExecutor.gpus``) that
+trains it in memory (:func:`bnstruct.executors.train_group`, as every executor does) and
+returns its results: weights as safetensors bytes, history, summary. The driver writes each
+run directory atomically and indexes it (:func:`bnstruct.store.write_result`), so workers need no shared filesystem, only
 bnstruct installed; a run's files are those the local executor writes.
 
 Faults: a task whose worker process dies is retried by Ray (``max_retries``); an exception
@@ -20,37 +20,19 @@ Ray is optional (``pip install 'bnstruct[ray]'``); this module imports it only w
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import RunConfig
-from ..errors import BnstructError, ConfigError
-from ..store import Run, RunResult, store_result, train_group
-from . import _record
+from ..errors import ConfigError
+from ..store import RunResult
+from ._group import train_group
+from ._plan import RayExecutor, available_cores
 
-__all__ = ["require_ray", "run_ray", "ExecutionFailed", "MAX_RETRIES"]
+__all__ = ["require_ray", "run_ray", "MAX_RETRIES"]
 
 #: retries of a task whose worker died (Ray's ``max_retries``)
 MAX_RETRIES = 3
-#: testing only: a directory; a task that finds ``stall`` in it takes it, writes its pid to
-#: ``pid`` and sleeps (so a test can kill its worker mid-task)
-TEST_HOOK = "BNSTRUCT_RAY_TEST_HOOK"
-
-
-class ExecutionFailed(BnstructError):
-    """Some runs failed (their task raised or kept dying); the others finished.
-
-    ``errors`` maps run name to a one-line error; ``runs`` holds the finished runs by name."""
-
-    def __init__(self, errors: dict[str, str], runs: dict[str, Run]) -> None:
-        self.errors = dict(errors)
-        self.runs = dict(runs)
-        first = next(iter(self.errors.items()))
-        super().__init__(f"{len(self.errors)} run(s) failed, {len(self.runs)} finished; "
-                         f"{first[0]}: {first[1]}")
 
 
 def require_ray() -> None:
@@ -58,7 +40,7 @@ def require_ray() -> None:
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'bnstruct[ray]'") from None
+        raise ConfigError("the Ray executor needs Ray: pip install 'bnstruct[ray]'") from None
 
 
 def _train_task(config_dicts: list[dict[str, Any]], threads: int) -> list[dict[str, Any]]:
@@ -67,17 +49,6 @@ def _train_task(config_dicts: list[dict[str, Any]], threads: int) -> list[dict[s
     import torch
 
     torch.set_num_threads(max(1, threads))
-    hook = os.environ.get(TEST_HOOK)
-    if hook:
-        stall = Path(hook) / "stall"
-        try:
-            os.rename(stall, Path(hook) / f"stall.{os.getpid()}")
-        except FileNotFoundError:
-            pass
-        else:
-            (Path(hook) / "pid.tmp").write_text(str(os.getpid()))
-            os.replace(Path(hook) / "pid.tmp", Path(hook) / "pid")
-            time.sleep(120)
     configs = [RunConfig.from_dict(d) for d in config_dicts]
     return [r.__dict__.copy() for r in train_group(configs)]
 
@@ -89,43 +60,43 @@ def _one_line(e: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
-def run_ray(batches: list[list[RunConfig]], root: Path, done: dict[str, Run],
-            unique: dict[str, RunConfig], progress: Callable[[RunConfig], None] | None, *,
-            address: str | None = None, cpus_per_task: float = 1,
-            gpus_per_task: float = 0, max_retries: int = MAX_RETRIES) -> dict[str, str]:
-    """Train ``batches`` as Ray tasks and write their runs into ``root`` (filling ``done``,
-    calling ``progress(config)`` per run); returns ``{run name: error}`` of the failed runs.
-
-    Uses the Ray instance this process is connected to; else joins ``address`` (``auto``,
-    ``ray://host:10001``, ``host:6379``); else starts a local instance with this machine's
-    cores and no dashboard, shut down at the end."""
+def _connect(address: str | None) -> bool:
+    """Join the Ray instance this process is connected to, else ``address``, else start a
+    private local one; returns whether one was started (to shut it down at the end)."""
     import ray
 
-    from . import available_cores
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(address="local", num_cpus=available_cores(), include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING)
+        return True
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"cannot join the Ray cluster at {address!r}: "
+                          f"{_one_line(e)}") from None
+    return False
 
-    if cpus_per_task <= 0 or gpus_per_task < 0:
-        raise ConfigError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0, got "
-                          f"{cpus_per_task} and {gpus_per_task}")
+
+def run_ray(batches: Sequence[Sequence[RunConfig]], sink: Callable[[RunResult], None],
+            executor: RayExecutor, *, max_retries: int = MAX_RETRIES) -> dict[str, str]:
+    """Train ``batches`` as Ray tasks and hand each result to ``sink`` (the driver's writer)
+    as it comes back; returns ``{run name: error}`` of the failed runs. On Ctrl-C the
+    results already back are written, the running tasks are cancelled (Ray's cancellation is
+    this executor's stop signal) and ``KeyboardInterrupt`` propagates."""
+    import ray
+
+    require_ray()
     if not batches:
         return {}
-    started = False
-    if not ray.is_initialized():
-        if address is None:
-            ray.init(address="local", num_cpus=available_cores(), include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.WARNING)
-            started = True
-        else:
-            try:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ConfigError(f"cannot join the Ray cluster at {address!r}: "
-                                  f"{_one_line(e)}") from None
+    started = _connect(executor.address)
     errors: dict[str, str] = {}
     try:
         task = ray.remote(_train_task).options(
-            num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries,
+            num_cpus=executor.cpus, num_gpus=executor.gpus, max_retries=max_retries,
             retry_exceptions=False)
-        threads = max(1, int(cpus_per_task))
+        threads = max(1, int(executor.cpus))
         refs = {task.remote([c.to_dict() for c in b], threads): b for b in batches}
 
         def collect(ready: list[Any]) -> None:
@@ -138,7 +109,7 @@ def run_ray(batches: list[list[RunConfig]], root: Path, done: dict[str, Run],
                         errors[c.default_name()] = _one_line(e)
                     continue
                 for d in results:
-                    _record(store_result(root, RunResult(**d)), done, unique, progress)
+                    sink(RunResult(**d))
 
         try:
             while refs:
