@@ -275,11 +275,12 @@ def test_registry_and_statement_follow_the_config():
 def test_representation_convergence_smoke_pipeline(tmp_path, one_thread):
     """Train the smoke sweep, measure, judge, draw; the per-net median d against an
     independent NumPy forward pass and the HSIC-form CKA."""
-    from bnstruct.executors import execute
+    from bnstruct.executors import LocalExecutor, execute
     from bnstruct.experiments._common import Memo
 
     cfg = representation_convergence.CONFIGS["smoke"]
-    runs = execute(representation_convergence.plan(cfg), tmp_path / "runs", workers=1)
+    runs = execute(representation_convergence.plan(cfg), tmp_path / "runs",
+                   executor=LocalExecutor(workers=1))
     memo = Memo()
     res = representation_convergence.measure(cfg, runs, memo=memo)
     n = len(memo)
@@ -306,10 +307,11 @@ def test_representation_convergence_smoke_pipeline(tmp_path, one_thread):
 
 
 def test_learning_rate_smoke_pipeline(tmp_path, one_thread):
-    from bnstruct.executors import execute
+    from bnstruct.executors import LocalExecutor, execute
 
     cfg = learning_rate.CONFIGS["smoke"]
-    runs = execute(learning_rate.plan(cfg), tmp_path / "runs", workers=1)
+    runs = execute(learning_rate.plan(cfg), tmp_path / "runs",
+                   executor=LocalExecutor(workers=1))
     df = learning_rate.measure(cfg, runs)
     assert list(df["protocol"]) == [g[0] for g in learning_rate._grid(cfg)]
     done = df[df["status"] == "completed"]

@@ -39,8 +39,7 @@ def test_experiment_implements_the_protocol(name, tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("plan must not train")
     monkeypatch.chdir(tmp_path)
-    with mock.patch("bnstruct.store.run", no_training), \
-            mock.patch("bnstruct.training.train", no_training):
+    with mock.patch("bnstruct.training._loop._Loop.run", no_training):  # every path's loop
         for mode in MODES:
             cfg = get_config(name, mode)
             plan = mod.plan(cfg)

@@ -95,9 +95,9 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         weight_spectra,
     )
     from .errors import BnstructError, ConfigError, DataError, RunExistsError
+    from .executors import run
     from .loading import load_model, load_points
     from .models import MLP, DeepLinear, balancedness, param_norm2, rebalance
-    from .executors import run
     from .store import Run, load_run, runs
     from .tasks import Task, TaskSpec, make_task
     from .training import Stage, TrainResult, default_recipe, parse_stage, train

@@ -19,7 +19,7 @@ from torch import nn
 if TYPE_CHECKING:
     from .config import RunConfig
     from .tasks import Task
-    from .training import StackedNet, Stage
+    from .training import Stage
 
 __all__ = ["matmul_rate", "time_interleaved", "mlp_step_flops", "bench_train", "bench_sweep",
            "bench_ntk", "bench_analyze", "estimate_training", "reproduce_configs", "load_report"]
@@ -58,34 +58,58 @@ def mlp_step_flops(sizes: list[int], n: int) -> float:
     return 2.0 * n * (3 * mac - sizes[0] * sizes[1])
 
 
+def _user_mlp(d_in: int, width: int, depth: int, d_out: int, dtype: torch.dtype,
+              seed: int = 0) -> nn.Sequential:
+    """The ``nn.Sequential`` of Linear/ReLU a user would write."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    d = d_in
+    for _ in range(depth - 1):
+        layers += [nn.Linear(d, width, dtype=dtype), nn.ReLU()]
+        d = width
+    layers.append(nn.Linear(d, d_out, dtype=dtype))
+    return nn.Sequential(*layers)
+
+
+def _engine_step(models: Sequence[nn.Module], stages: Sequence[Stage], X: torch.Tensor,
+                 Y: torch.Tensor) -> Callable[[], None]:
+    """One step of the training engine (the batch :func:`bnstruct.train` and every executor
+    train through) on ``models``, as a closure."""
+    from .training import make_batch
+
+    batch = make_batch(models)
+    batch.start(stages, None)
+    losses = torch.empty(100, batch.size, dtype=X.dtype)
+    count = [0]
+
+    def one() -> None:
+        batch.step(X, Y, losses[count[0] % 100])
+        count[0] += 1
+
+    return one
+
+
 def bench_train(*, depth: int = 12, width: int = 64, n: int = 256, lam: float = 0.02,
                 lr: float = 1e-3, repeats: int = 50, rounds: int = 5,
                 dtype: torch.dtype = torch.float32) -> pd.DataFrame:
     """Time bnstruct's training step against the loop a user would write.
 
     Baseline: ``nn.Sequential`` of Linear/ReLU, ``torch.optim.Adam`` with default options and the
-    penalty ``lam * sum(p.pow(2).sum())`` summed in Python and backpropagated. Candidate:
-    :func:`bnstruct.training.step`, the step :func:`bnstruct.train` runs (same objective, the
-    penalty as coupled weight decay in the optimizer, the loss kept on the device for the
-    divergence check). Both on the default ``composite`` task. Returns one row per variant
-    with ms/step, speedup over the baseline, GFLOP/s, the matmul rate and the floor
-    (FLOPs / matmul rate).
+    penalty ``lam * sum(p.pow(2).sum())`` summed in Python and backpropagated. Candidates:
+    the engine's step of one network (a stacked batch of one: what :func:`bnstruct.train`
+    runs on a bnstruct network; target >= 1.5x) and the autograd step any other module
+    trains with (:func:`bnstruct.training.step`, which ``bnstruct.train`` ran on bnstruct
+    networks before the engine was unified). Both on the default ``composite`` task. Returns
+    one row per variant with ms/step, speedup over the baseline, GFLOP/s, the matmul rate and
+    the floor (FLOPs / matmul rate).
     """
     from .models import MLP
     from .tasks import composite
-    from .training import Stage, make_optimizer, step
+    from .training import ModuleBatch, Stage
 
     task = composite(n_train=n, seed=0).to(dtype=dtype)
     X, Y = task.X, task.Y
-
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    d = task.d_in
-    for _ in range(depth - 1):
-        layers += [nn.Linear(d, width, dtype=dtype), nn.ReLU()]
-        d = width
-    layers.append(nn.Linear(d, task.d_out, dtype=dtype))
-    net = nn.Sequential(*layers)
+    net = _user_mlp(task.d_in, width, depth, task.d_out, dtype)
     user_opt = torch.optim.Adam(net.parameters(), lr=lr)
 
     def user_step() -> None:
@@ -95,20 +119,20 @@ def bench_train(*, depth: int = 12, width: int = 64, n: int = 256, lam: float = 
         loss.backward()
         user_opt.step()
 
+    stage = Stage("adam", lr, lam, 1)
     model = MLP(task.d_in, width, depth, task.d_out, seed=0, dtype=dtype)
-    opt = make_optimizer(Stage("adam", lr, lam, 1), model.parameters())
-    losses = torch.empty(100, dtype=dtype)
-    count = [0]
-
-    def bn_step() -> None:
-        step(model, opt, X, Y, losses, count[0] % 100)
-        count[0] += 1
-
-    best = time_interleaved({"user loop (nn.Sequential + Adam + Python penalty)": user_step,
-                             "bnstruct.train step": bn_step}, repeats=repeats, rounds=rounds)
+    engine = _engine_step([model], [stage], X, Y)
+    auto = ModuleBatch(MLP(task.d_in, width, depth, task.d_out, seed=0, dtype=dtype))
+    auto.start([stage], None)
+    losses = torch.empty(1, dtype=dtype)
+    base_name = "user loop (nn.Sequential + Adam + Python penalty)"
+    best = time_interleaved({base_name: user_step, "bnstruct.train step (engine)": engine,
+                             "autograd step (other modules)":
+                                 lambda: auto.step(X, Y, losses)},
+                            repeats=repeats, rounds=rounds)
     flops = mlp_step_flops(model.sizes, n)
     rate = matmul_rate(dtype=dtype)
-    base = best["user loop (nn.Sequential + Adam + Python penalty)"]
+    base = best[base_name]
     df = pd.DataFrame([{"variant": k, "ms_per_step": t * 1e3, "speedup": base / t,
                         "gflops": flops / t / 1e9, "matmul_gflops": rate,
                         "floor_ms": flops / (rate * 1e9) * 1e3}
@@ -117,81 +141,109 @@ def bench_train(*, depth: int = 12, width: int = 64, n: int = 256, lam: float = 
     return df
 
 
+def _vmap_ensemble(B: int, d_in: int, width: int, depth: int, d_out: int,
+                   lams: Sequence[float], lr: float, X: torch.Tensor, Y: torch.Tensor,
+                   fused: bool) -> Callable[[], None]:
+    r"""The peer a PyTorch user would pick for many small nets: ``B`` ``nn.Sequential``\ s
+    stacked by ``torch.func.stack_module_state``, the forward ``vmap`` of
+    ``functional_call``, each network's penalty ``lam_b ||theta_b||^2`` in the loss, and
+    ``torch.optim.Adam`` as it comes (``fused=False``) or with ``fused=True``."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state, vmap
+
+    nets = [_user_mlp(d_in, width, depth, d_out, X.dtype, seed=b) for b in range(B)]
+    params, buffers = stack_module_state(nets)
+    base = copy.deepcopy(nets[0]).to("meta")
+    lam_t = torch.tensor(list(lams), dtype=X.dtype)
+
+    def f(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor
+          ) -> torch.Tensor:
+        return functional_call(base, (p, b), (x,))
+
+    opt = torch.optim.Adam(params.values(), lr=lr, fused=fused or None)
+
+    def one() -> None:
+        opt.zero_grad()
+        out = vmap(f, in_dims=(0, 0, None))(params, buffers, X)
+        fit = (out - Y).pow(2).sum(-1).mean(-1)
+        pen = sum(p.pow(2).flatten(1).sum(1) for p in params.values())
+        (fit + lam_t * pen).sum().backward()
+        opt.step()
+
+    return one
+
+
+def _batched_rows(batch: int, depth: int, width: int, n: int, repeats: int, rounds: int,
+                  dtype: torch.dtype) -> list[dict[str, object]]:
+    """The per-network step rows of :func:`bench_sweep`."""
+    from .models import MLP
+    from .tasks import composite
+    from .training import Stage
+
+    task = composite(n_train=n, seed=0).to(dtype=dtype)
+    X, Y = task.X, task.Y
+    single = _engine_step([MLP(task.d_in, width, depth, task.d_out, seed=0, dtype=dtype)],
+                          [Stage("adam", 1e-3, 0.01, 1)], X, Y)
+    # a sweep's batch: seeds differ, lr and lam per network
+    stages = [Stage("adam", 1e-3 * (1 + s / batch), 0.01 * (1 + s), 1) for s in range(batch)]
+    batched = _engine_step([MLP(task.d_in, width, depth, task.d_out, seed=s, dtype=dtype)
+                            for s in range(batch)], stages, X, Y)
+    lams = [s.lam for s in stages]
+    peer = _vmap_ensemble(batch, task.d_in, width, depth, task.d_out, lams, 1e-3, X, Y, False)
+    fused = _vmap_ensemble(batch, task.d_in, width, depth, task.d_out, lams, 1e-3, X, Y, True)
+    best = time_interleaved({"single": single, "batched": batched, "vmap": peer,
+                             "vmap fused": fused}, repeats=repeats, rounds=rounds)
+    flops = mlp_step_flops([task.d_in, *[width] * (depth - 1), task.d_out], n)
+    rate = matmul_rate(dtype=dtype)
+    per_net = best["batched"] / batch
+    row = {"candidate_s": per_net, "gflops": flops / per_net / 1e9, "matmul_gflops": rate,
+           "fraction_of_matmul": flops / per_net / 1e9 / rate}
+    peers = [("single", 1, ">= 1.8x", "one network alone (the engine's batch of one)"),
+             ("vmap", batch, ">= 1.5x", "torch.func vmap ensemble + torch.optim.Adam"),
+             ("vmap fused", batch, ">= 1.35x",
+              "torch.func vmap ensemble + Adam(fused=True)")]
+    return [{"measurement": f"batched step, B={batch} (per network) vs {what}", **row,
+             "baseline_s": best[k] / b, "speedup": best[k] / b / per_net, "target": target,
+             "baseline_gflops": flops / (best[k] / b) / 1e9}
+            for k, b, target, what in peers]
+
+
 def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 256,
                 depths: tuple[int, ...] = (8, 10, 12, 14, 16, 20), seeds: int = 3,
                 steps: int = 600, repeats: int = 20, rounds: int = 5, sweep_rounds: int = 2,
                 dtype: torch.dtype = torch.float32) -> pd.DataFrame:
-    """Batched training against one network at a time, as ratios measured in this process.
+    """Batched training against one network at a time and against the ``torch.func`` peer,
+    as ratios measured in this process.
 
     Rows:
 
-    - ``batched step``: the per-network time of :func:`bnstruct.training.batched_step` on
-      ``batch`` networks (depth ``depth``, width ``width``, ``n`` points, full batch, Adam,
-      per-network lr and lam) vs :func:`bnstruct.training.step` on one (interleaved rounds);
-      GFLOP/s of each and their fraction of the measured matmul rate (target >= 1.8x);
+    - ``batched step``: the per-network time of the engine's step on ``batch`` networks
+      (depth ``depth``, width ``width``, ``n`` points, full batch, Adam, per-network lr and
+      lam) vs the same step on one network (target >= 1.8x), vs the ``torch.func`` ensemble
+      a PyTorch user would write (``stack_module_state`` + ``functional_call`` + ``vmap``,
+      the penalty in the loss) with ``torch.optim.Adam`` as it comes (target >= 1.5x) and
+      with ``fused=True`` (target >= 1.35x); GFLOP/s and the fraction of the measured
+      matmul rate (target >= 75%);
     - ``sweep``: wall time of :func:`bnstruct.executors.execute` on a ``len(depths)`` x
       ``seeds`` grid (the quick depth sweep's shapes, ``steps`` steps of the default recipe,
       float32) into an empty store vs :func:`bnstruct.run` on the same configs one after
       another (target >= 2.5x), with the workers' forkserver running (as in every call but
       the first of a process); best of ``sweep_rounds`` interleaved rounds of each (the speed
-      of a shared machine drifts over minutes: one-by-one times of 29-47 s were measured
-      here within ten minutes);
+      of a shared machine drifts over minutes);
     - the first executor call of the process, which also starts the forkserver (a fixed cost
       of a few seconds: it imports torch once), against the same baseline;
     - ``workers``: one single-thread worker per core vs one worker with every core as threads
-      (the measurement behind :func:`bnstruct.executors.worker_plan`'s rule, which also
-      leaves out cores that other work keeps busy).
+      (the measurement behind :func:`bnstruct.executors.worker_plan`'s rule).
     """
     import tempfile
 
     from .config import ModelSpec, RunConfig
-    from .executors import available_cores, busy_cores, execute, worker_plan
-    from .models import MLP
-    from .store import run
-    from .tasks import TaskSpec, composite
-    from .training import (
-        StackedNet,
-        Stage,
-        batched_step,
-        default_recipe,
-        make_optimizer,
-        stage_coeffs,
-        step,
-    )
+    from .executors import LocalExecutor, available_cores, busy_cores, execute, run, worker_plan
+    from .tasks import TaskSpec
+    from .training import default_recipe
 
-    task = composite(n_train=n, seed=0).to(dtype=dtype)
-    X, Y = task.X, task.Y
-    model = MLP(task.d_in, width, depth, task.d_out, seed=0, dtype=dtype)
-    opt = make_optimizer(Stage("adam", 1e-3, 0.01, 1), model.parameters())
-    losses = torch.empty(100, dtype=dtype)
-    nets = [MLP(task.d_in, width, depth, task.d_out, seed=s, dtype=dtype) for s in range(batch)]
-    # a sweep's batch: seeds differ, lr and lam per network (the general, per-network path)
-    stages = [Stage("adam", 1e-3 * (1 + s / batch), 0.01 * (1 + s), 1) for s in range(batch)]
-    net = StackedNet(nets)
-    coeffs = stage_coeffs(stages, net)
-    bopt = make_optimizer(stages[0], [net.flat], lr=coeffs.lr, weight_decay=coeffs.weight_decay)
-    blosses = torch.empty(100, batch, dtype=dtype)
-    count = [0]
-
-    def single() -> None:
-        step(model, opt, X, Y, losses, count[0] % 100)
-        count[0] += 1
-
-    def batched() -> None:
-        batched_step(net, bopt, X, Y, blosses, count[0] % 100, coeffs)
-        count[0] += 1
-
-    best = time_interleaved({"single": single, "batched": batched}, repeats=repeats,
-                            rounds=rounds)
-    flops = mlp_step_flops(model.sizes, n)
-    rate = matmul_rate(dtype=dtype)
-    per_net = best["batched"] / batch
-    rows = [{"measurement": f"batched step, B={batch} (per network)",
-             "candidate_s": per_net, "baseline_s": best["single"],
-             "speedup": best["single"] / per_net, "target": ">= 1.8x",
-             "gflops": flops / per_net / 1e9, "baseline_gflops": flops / best["single"] / 1e9,
-             "matmul_gflops": rate, "fraction_of_matmul": flops / per_net / 1e9 / rate}]
-
+    rows = _batched_rows(batch, depth, width, n, repeats, rounds, dtype)
     configs = [RunConfig(task=TaskSpec("composite", (("n_train", n),)),
                          model=ModelSpec("mlp", width, d), stages=default_recipe(steps=steps),
                          seed=s, log_every=max(1, steps // 4), checkpoint_every=None,
@@ -213,8 +265,8 @@ def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 25
         ones.append(timed(lambda d: [run(c, d, progress=False) for c in configs]))
         execs.append(timed(lambda d: execute(configs, d)))
     t_one, t_exec = min(ones), min(execs)
-    t_2x1 = timed(lambda d: execute(configs, d, workers=cores, threads=1))
-    t_1x2 = timed(lambda d: execute(configs, d, workers=1, threads=cores))
+    t_2x1 = timed(lambda d: execute(configs, d, executor=LocalExecutor(cores, 1)))
+    t_1x2 = timed(lambda d: execute(configs, d, executor=LocalExecutor(1, cores)))
     what = f"sweep {len(depths)} depths x {seeds} seeds, {steps} steps"
     rows.append({"measurement": f"{what} (executor, its plan {w}x{th} with {busy or 0:.1f} "
                                 "cores busy elsewhere, vs one by one)",
@@ -264,24 +316,21 @@ def reproduce_configs(mode: str = "quick", only: Sequence[str] | None = None
     return list(unique.values())
 
 
-def _step_seconds(net: StackedNet, task: Task, stages: Sequence[Stage], seeds: Sequence[int],
-                  si: int, sample_steps: int) -> float:
-    """Process CPU seconds of one batched step of stage ``si`` (``stages[b]`` of network
+def _step_seconds(models: Sequence[nn.Module], task: Task, stages: Sequence[Stage],
+                  seeds: Sequence[int], si: int, sample_steps: int) -> float:
+    """Process CPU seconds of one engine step of stage ``si`` (``stages[b]`` of network
     ``b``), the mean of ``sample_steps`` after 3 warm-up steps."""
-    from .training import batched_step, make_optimizer, minibatch, stage_coeffs
+    from .training import make_batch, minibatch
 
-    coeffs = stage_coeffs(stages, net)
-    opt = make_optimizer(stages[0], [net.flat], lr=coeffs.lr, weight_decay=coeffs.weight_decay)
+    batch = make_batch(models)
+    batch.start(stages, None)
     bs, N = stages[0].batch_size, task.n_train
-    losses = torch.empty(3, net.size, dtype=net.flat.dtype)
+    losses = torch.empty(3, batch.size, dtype=task.X.dtype)
 
     def one(i: int) -> None:
-        if bs is None or bs >= N:
-            xb, yb = task.X, task.Y
-        else:
-            idx = torch.stack([minibatch(s, si, i, bs, N) for s in seeds])
-            xb, yb = task.X[idx], task.Y[idx]
-        batched_step(net, opt, xb, yb, losses, i % 3, coeffs)
+        idx = None if bs is None or bs >= N else [minibatch(s, si, i, bs, N) for s in seeds]
+        xb, yb = batch.gather(task.X, task.Y, idx)
+        batch.step(xb, yb, losses[i % 3])
 
     for i in range(3):
         one(i)
@@ -308,8 +357,7 @@ def estimate_training(configs: Sequence[RunConfig], *, sample_steps: int = 20,
     import tempfile
 
     from .executors import available_cores, batch_cost, plan_batches, simulate_schedule
-    from .training import StackedNet
-    from .training._batched import _evaluate
+    from .training import make_batch
 
     with tempfile.TemporaryDirectory() as d:
         batches = plan_batches(list(configs), d)
@@ -325,14 +373,13 @@ def estimate_training(configs: Sequence[RunConfig], *, sample_steps: int = 20,
             task = task.to(dtype=dtype)
             models = [c.model.build(task.d_in, task.d_out, seed=c.seed, dtype=dtype,
                                     device=torch.device("cpu")) for c in batch]
-            net = StackedNet(models)
             B = len(batch)
-            seconds = sum(_step_seconds(net, task, [c.stages[si] for c in batch],
+            seconds = sum(_step_seconds(models, task, [c.stages[si] for c in batch],
                                         [c.seed for c in batch], si, sample_steps)
                           * stage.steps for si, stage in enumerate(c0.stages))
             steps = sum(stage.steps for stage in c0.stages)
             t = time.process_time()
-            _evaluate(net, task, [0.0] * B)
+            make_batch(models).evaluate(task, [0.0] * B)
             seconds += (time.process_time() - t) * (steps // c0.log_every + 1)
             m = c0.model
             rows.append({"task": c0.task.name, "model": m.kind, "depth": m.depth,

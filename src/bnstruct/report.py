@@ -30,7 +30,7 @@ from typing import Any
 from ._io import atomic_write_text, dumps
 from .config import RunConfig
 from .errors import ConfigError
-from .executors import execute
+from .executors import Executor, execute
 from .experiments import EXPERIMENTS, MODES, Claim, Memo, get_config
 from .store import Run
 
@@ -42,7 +42,7 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
               on_start: Callable[[str], None] | None = None,
               on_done: Callable[[Claim], None] | None = None,
               on_note: Callable[[str], None] | None = None,
-              executor: dict[str, Any] | None = None) -> list[Claim]:
+              executor: Executor | None = None) -> list[Claim]:
     """Run the experiments of ``mode`` (all, or ``only`` those names) and write the report.
 
     Plan, then execute: every selected claim lists its training runs (``plan``), all of them
@@ -60,8 +60,8 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
     in ``out`` (listed in ``claims.json``'s ``meta["carried_over"]``): re-running one claim
     updates it in place instead of dropping the rest.
 
-    ``executor`` holds extra keyword arguments of :func:`~bnstruct.executors.execute`
-    (e.g. ``{"executor": "ray", "address": "auto"}``)."""
+    ``executor``: where the runs train (default: a
+    :class:`~bnstruct.executors.LocalExecutor`; e.g. ``RayExecutor("auto")``)."""
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     names = list(EXPERIMENTS) if not only else list(only)
@@ -80,7 +80,7 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
         except Exception as e:  # noqa: BLE001 - one broken experiment must not hide the rest
             errors[name] = e
     t1 = time.perf_counter()
-    runs = _train(plans, store, errors, on_note, executor or {})  # 2. one execute call
+    runs = _train(plans, store, errors, on_note, executor)  # 2. one execute call
     train_seconds = time.perf_counter() - t1
     memo = Memo()
     claims: list[Claim] = []
@@ -100,7 +100,7 @@ def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
 
 
 def _train(plans: dict[str, list[RunConfig]], store: Path, errors: dict[str, BaseException],
-           on_note: Callable[[str], None] | None, options: dict[str, Any]
+           on_note: Callable[[str], None] | None, executor: Executor | None
            ) -> dict[str, list[Run]]:
     """Train every planned run in one :func:`execute` call; each claim gets its runs in plan
     order. If that call raises, each claim's runs are executed on their own (finished runs
@@ -117,12 +117,12 @@ def _train(plans: dict[str, list[RunConfig]], store: Path, errors: dict[str, Bas
                     f"seed {cfg.seed}")
 
     try:
-        trained = execute(everything, store, progress=progress, **options)
+        trained = execute(everything, store, progress=progress, executor=executor)
     except Exception:  # noqa: BLE001 - isolate the failing claim(s) below
         out: dict[str, list[Run]] = {}
         for name, p in plans.items():
             try:
-                out[name] = execute(p, store, progress=progress, **options)
+                out[name] = execute(p, store, progress=progress, executor=executor)
             except Exception as e:  # noqa: BLE001
                 errors[name] = e
         return out

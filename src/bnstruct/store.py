@@ -43,7 +43,8 @@ from .config import DTYPES, RunConfig, resolve_device
 from .errors import BnstructError, ConfigError, RunExistsError
 from .models import FeedForward
 from .tasks import Task
-from .training import TrainResult, TrainState, checkpoint_step as _ck_step, hold_sigint
+from .training import TrainResult, TrainState, hold_sigint
+from .training import checkpoint_step as _ck_step
 
 __all__ = ["Run", "RunResult", "write_result", "load_run", "runs", "finished", "open_run",
            "stored_task", "checkpoint_prefix", "checkpoint_step", "summarize",
@@ -410,8 +411,8 @@ class RunResult:
 
     ``config_json`` is the text of ``config.json``; ``weights`` the ``weights.safetensors``
     bytes; ``history_csv`` the text of ``history.csv``; ``summary`` the ``summary.json``
-    record (``status`` ``completed``, ``diverged`` or ``interrupted``); ``data`` the ``data.safetensors`` bytes
-    for tasks loaded from a file."""
+    record (``status`` ``completed``, ``diverged`` or ``interrupted``); ``data`` the
+    ``data.safetensors`` bytes for tasks loaded from a file."""
 
     name: str
     config_json: str

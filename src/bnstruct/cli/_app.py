@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["app", "out", "err", "Fmt", "df_table", "num", "grid_opt", "ray_line",
+__all__ = ["app", "out", "err", "Fmt", "df_table", "num", "grid_opt", "make_executor",
            "torch_threads", "EXECUTOR", "ADDRESS", "CPUS", "GPUS"]
 
 
@@ -70,9 +70,30 @@ CPUS = typer.Option(help="CPUs per Ray task (one task = one batch)")
 GPUS = typer.Option(help="GPUs per Ray task (fractional: 0.25 = four tasks per GPU)")
 
 
-def ray_line(executor: str, address: str | None) -> str:
-    return (" as Ray tasks" + (f" on {address}" if address else " on a local Ray instance")
-            if executor == "ray" else "")
+def make_executor(executor: str, *, address: str | None = None, workers: int | None = None,
+                  max_batch: int = 64, cpus_per_task: float = 1.0, gpus_per_task: float = 0.0
+                  ) -> object:
+    """The library's executor for the CLI's flags (a :class:`~bnstruct.executors.
+    LocalExecutor` or :class:`~bnstruct.executors.RayExecutor`); a bad value is named by
+    its flag."""
+    from ..errors import ConfigError
+    from ..executors import LocalExecutor, RayExecutor
+
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    if executor == "ray":
+        from ..executors._ray import require_ray
+
+        require_ray()
+        if cpus_per_task <= 0 or gpus_per_task < 0:
+            raise ConfigError(f"--cpus-per-task must be > 0 and --gpus-per-task >= 0, got "
+                              f"{cpus_per_task} and {gpus_per_task}")
+        return RayExecutor(address, cpus_per_task, gpus_per_task, max_batch)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    return LocalExecutor(workers=workers, max_batch=max_batch)
 
 
 def torch_threads() -> int:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigError
-from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, out
+from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, make_executor, out
 
 
 def reproduce_cmd(
@@ -49,12 +49,8 @@ def reproduce_cmd(
         raise ConfigError("choose at most one of --quick, --full, --smoke")
     mode = "full" if full else "smoke" if smoke else "quick"
     resolve_device(device)
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
-    if executor == "ray":
-        from ..executors._ray import require_ray
-
-        require_ray()
+    ex = make_executor(executor, address=address, cpus_per_task=cpus_per_task,
+                       gpus_per_task=gpus_per_task)
     names = list(only) if only else list(EXPERIMENTS)
     bad = [n for n in names if n not in EXPERIMENTS]
     if bad:
@@ -68,8 +64,7 @@ def reproduce_cmd(
             on_start=lambda n: bar.update(tid, info=n),
             on_note=lambda m: bar.update(tid, info=m),
             on_done=lambda c: bar.advance(tid),
-            executor={"executor": executor, "address": address,
-                      "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task})
+            executor=ex)  # type: ignore[arg-type]
     t = Table(title=f"bnstruct reproduce --{mode}: {sum(c.passed for c in claims)}/"
                     f"{len(claims)} passed", header_style="bold", show_lines=True)
     for col in ("claim", "verdict", "measured", "expected", "tolerance", "s"):

@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..errors import ConfigError
-from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, grid_opt, num, out, ray_line
+from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, grid_opt, make_executor, num, out
 
 
 def sweep_cmd(
@@ -69,9 +68,9 @@ def sweep_cmd(
         TimeRemainingColumn,
     )
 
-    from ..executors import execute, plan_batches, worker_plan
-    from ..executors._ray import ExecutionFailed
-    from ..store import _check_writable, finished
+    from ..errors import ExecutionFailed
+    from ..executors import execute, make_plan
+    from ..store import check_writable
     from ..sweep import grid, load_spec
 
     options: dict[str, object] = dict(load_spec(spec)) if spec is not None else {}
@@ -82,33 +81,20 @@ def sweep_cmd(
              "dtype": dtype, "device": device, "log_every": log_every,
              "checkpoint_every": checkpoint_every}
     options.update({kk: v for kk, v in given.items() if v is not None})
-    if max_batch < 1:
-        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
-    if executor == "ray":
-        from ..executors._ray import require_ray
-
-        require_ray()
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    ex = make_executor(executor, address=address, workers=workers, max_batch=max_batch,
+                       cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
     points = grid(options)
     configs = [p.config for p in points]
-    reused = {c.default_name() for c in configs if finished(out_dir / c.default_name())}
-    todo = [c for c in configs if c.default_name() not in reused]
-    batches = plan_batches(todo, out_dir, max_batch=max_batch) if todo else []
-    n_workers, threads = worker_plan(len(batches), workers)
-    plan = (f"{len(configs)} run(s): {len(reused)} in the store, {len(todo)} to train in "
-            + (f"{len(batches)} batch(es) on {n_workers} worker(s) x {threads} thread(s)"
-               if executor == "local" else f"{len(batches)} batch(es)"
-               + ray_line(executor, address)))
+    the_plan = make_plan(configs, out_dir, ex)  # type: ignore[arg-type]
+    reused = {c.default_name() for c in the_plan.reused}
+    plan = the_plan.describe()
     if dry_run:
         out.print(plan, highlight=False)
         for c in configs:
             tag = "  (in the store)" if c.default_name() in reused else ""
             out.print(f"  {c.default_name()}{tag}", highlight=False)
         return
-    _check_writable(out_dir)
+    check_writable(out_dir)
     err.print(plan, highlight=False)
     t0 = time.perf_counter()
     bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
@@ -118,10 +104,7 @@ def sweep_cmd(
         tid = bar.add_task("sweep", total=len(configs))
         failed: dict[str, str] = {}
         try:
-            runs_: list[Any] = execute(
-                configs, out_dir, progress=lambda c: bar.advance(tid), workers=workers,
-                max_batch=max_batch, executor=executor, address=address,
-                cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+            runs_: list[Any] = execute(the_plan, progress=lambda c: bar.advance(tid))
         except ExecutionFailed as e:  # the others finished: table with the errors
             failed = e.errors
             runs_ = [e.runs.get(c.default_name()) or _FailedRun(c, e.errors[c.default_name()])

@@ -62,7 +62,7 @@ def train(
                     ] = False,
 ) -> None:
     """Train one L2-regularized network and store it as a run directory."""
-    from ..store import run
+    from ..executors import run
     from ..sweep import config_from
 
     cfg, the_task = config_from(

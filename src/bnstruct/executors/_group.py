@@ -56,8 +56,9 @@ def train_group(configs: Sequence[RunConfig], *, dirs: Sequence[str | Path] | No
 
     ``dirs``: the run directories that hold the checkpoints (``checkpoint.*``, every
     ``checkpoint_every`` steps, at stage ends and when stopped); existing ones are
-    continued. ``None`` (a Ray task): no checkpoints. ``task`` overrides the stored or rebuilt task. ``stop``:
-    the token that stops the batch at a step boundary (its runs are then ``interrupted``).
+    continued. ``None`` (a Ray task): no checkpoints. ``task`` overrides the stored or
+    rebuilt task. ``stop``: the token that stops the batch at a step boundary (its runs are
+    then ``interrupted``).
     ``on_row(i, row)`` sees each history row of ``configs[i]``."""
     configs = list(configs)
     if not configs:

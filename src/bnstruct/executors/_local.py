@@ -16,6 +16,7 @@ released.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -160,13 +161,20 @@ class _Pool:
             for r in results:
                 sink(r)
 
-    def close(self, clean: bool) -> None:
-        """After a clean finish the workers exit in the background; otherwise every worker
-        is stopped at a step boundary and waited for."""
+    def close(self, clean: bool, sink: Sink) -> None:
+        """After a clean finish the workers exit in the background; otherwise (an error, a
+        second Ctrl-C) every worker is stopped at a step boundary and waited for, and the
+        runs it stopped are written (status ``interrupted``, resumable) while the error
+        propagates."""
         try:
             if not clean:
                 self.stop.set()
                 wait_futures(list(self.running))
+                for f in self.running:
+                    with contextlib.suppress(Exception):  # the first error is raised
+                        for r in f.result():
+                            with contextlib.suppress(Exception):
+                                sink(r)
             self.procs.shutdown(wait=not clean, cancel_futures=True)
         finally:
             self.here.shutdown(wait=True)
@@ -194,7 +202,7 @@ def _run_pool(batches: Sequence[Sequence[RunConfig]], root: Path, n: int, thread
         if pool.stop.is_set():
             raise KeyboardInterrupt
     finally:
-        pool.close(clean)
+        pool.close(clean, sink)
         torch.set_num_threads(before)
 
 

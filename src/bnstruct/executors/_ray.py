@@ -4,8 +4,9 @@ Each batch (a group of configs that train together, :func:`~bnstruct.executors.p
 becomes one Ray task (``num_cpus=RayExecutor.cpus``, ``num_gpus=RayExecutor.gpus``) that
 trains it in memory (:func:`bnstruct.executors.train_group`, as every executor does) and
 returns its results: weights as safetensors bytes, history, summary. The driver writes each
-run directory atomically and indexes it (:func:`bnstruct.store.write_result`), so workers need no shared filesystem, only
-bnstruct installed; a run's files are those the local executor writes.
+run directory atomically and indexes it (:func:`bnstruct.store.write_result`), so workers
+need no shared filesystem, only bnstruct installed; a run's files are those the local
+executor writes.
 
 Faults: a task whose worker process dies is retried by Ray (``max_retries``); an exception
 raised by a task (a bad config, out of memory) is not retried: the batch's runs are reported
@@ -26,6 +27,7 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..store import RunResult
+from ..training import hold_sigint
 from ._group import train_group
 from ._plan import RayExecutor, available_cores
 
@@ -108,8 +110,9 @@ def run_ray(batches: Sequence[Sequence[RunConfig]], sink: Callable[[RunResult], 
                     for c in batch:
                         errors[c.default_name()] = _one_line(e)
                     continue
-                for d in results:
-                    sink(RunResult(**d))
+                with hold_sigint():  # a batch's results are written whole
+                    for d in results:
+                        sink(RunResult(**d))
 
         try:
             while refs:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -161,13 +160,17 @@ def train(model: nn.Module, task: Task, stages: Sequence[Stage] | None = None, *
     done = checkpoint_step(checkpoint) if resume and checkpoint is not None else 0
     for o in obs:
         o.start(sum(s.steps for s in stages), done)
+    def on_row(b: int, row: dict[str, Any]) -> None:
+        for o in obs:
+            o.row(row["step"], row)
+
     try:
         with deferred_sigint() as stop:
             (res,) = train_members([model], task, [stages], [seed], stop=stop,
                                    log_every=log_every,
                                    checkpoints=None if checkpoint is None else [checkpoint],
                                    checkpoint_every=checkpoint_every, resume=resume,
-                                   on_row=lambda b, row: [o.row(row["step"], row) for o in obs])
+                                   on_row=on_row)
     finally:
         for o in obs:
             o.close()
