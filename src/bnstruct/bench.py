@@ -176,7 +176,18 @@ def _vmap_ensemble(B: int, d_in: int, width: int, depth: int, d_out: int,
 
 def _batched_rows(batch: int, depth: int, width: int, n: int, repeats: int, rounds: int,
                   dtype: torch.dtype) -> list[dict[str, object]]:
-    """The per-network step rows of :func:`bench_sweep`."""
+    """The per-network step rows of :func:`bench_sweep`, on one thread as a sweep's workers
+    run them (the matmul rate too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _batched_rows_1(batch, depth, width, n, repeats, rounds, dtype)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _batched_rows_1(batch: int, depth: int, width: int, n: int, repeats: int, rounds: int,
+                    dtype: torch.dtype) -> list[dict[str, object]]:
     from .models import MLP
     from .tasks import composite
     from .training import Stage
@@ -224,7 +235,7 @@ def bench_sweep(*, batch: int = 8, depth: int = 12, width: int = 64, n: int = 25
       a PyTorch user would write (``stack_module_state`` + ``functional_call`` + ``vmap``,
       the penalty in the loss) with ``torch.optim.Adam`` as it comes (target >= 1.5x) and
       with ``fused=True`` (target >= 1.35x); GFLOP/s and the fraction of the measured
-      matmul rate (target >= 75%);
+      matmul rate (target >= 75%); all on one thread, as a sweep's workers run;
     - ``sweep``: wall time of :func:`bnstruct.executors.execute` on a ``len(depths)`` x
       ``seeds`` grid (the quick depth sweep's shapes, ``steps`` steps of the default recipe,
       float32) into an empty store vs :func:`bnstruct.run` on the same configs one after

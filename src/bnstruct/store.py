@@ -184,7 +184,8 @@ def summarize(res: TrainResult, *, created: str, device: str, bn_rank: int | Non
         reason = (f"the training loss or the parameters became non-finite at step "
                   f"{res.diverged_at}; non-finite final metrics are null")
     elif res.status == "interrupted":
-        reason = f"interrupted at step {res.steps}: resume with --resume"
+        reason = (f"interrupted at step {res.steps}: resume it (resume=True, CLI --resume, or "
+                  "the same sweep again)")
     return jsonable({"status": res.status, "reason": reason, "step": res.steps,
             "diverged_at": res.diverged_at, "seconds": res.seconds, "final": res.final,
             "created": created, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
