@@ -9,7 +9,6 @@ import textwrap
 
 import pandas as pd
 import pytest
-import torch
 
 import bnstruct as bn
 from bnstruct.executors import LocalExecutor, execute, train_group

@@ -3,7 +3,6 @@
 import os
 
 import pytest
-import torch
 
 import bnstruct as bn
 from bnstruct.cli import main
