@@ -343,7 +343,7 @@ def test_the_stop_event_stops_a_worker_process_at_a_step_boundary(tmp_path):
     ctx = worker_context()
     stop = StopToken.for_processes(ctx)
     with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker,
-                             initargs=(1, stop.event)) as pool:
+                             initargs=(1, stop.event, os.getpid())) as pool:
         f = pool.submit(_in_worker, [cfg.to_dict()], str(tmp_path))
         deadline = time.monotonic() + 120
         while not ck.exists():
@@ -356,3 +356,54 @@ def test_the_stop_event_stops_a_worker_process_at_a_step_boundary(tmp_path):
     assert run.status == "interrupted"
     assert 0 < json.loads(ck.read_text())["step"] < 10**6
     assert json.loads(ck.read_text())["step"] == run.summary["step"]
+
+
+def test_kill_9_of_a_sweep_driver_leaves_no_worker_training(tmp_path):
+    """SIGKILL a two-worker ``bnstruct sweep`` while both batches train (one in a forked
+    worker process): the worker stops at its next step boundary (it checks its driver),
+    the forkserver exits, and the same command then trains each run to its end once, from
+    the checkpoints, with no process of the first driver alive."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bnstruct.store import pid_alive
+
+    args = ["sweep", "--task", "composite", "--n-train", "64", "--n-test", "16", "--depth",
+            "3,4", "--width", "16", "--seed", "0", "--stage", "adam:1e-3:0.001:6000",
+            "--log-every", "100", "--checkpoint-every", "100", "--dtype", "float64",
+            "--device", "cpu", "--workers", "2"]
+    store = tmp_path / "s"
+    cmd = [sys.executable, "-c", "import sys; from bnstruct.cli import main; "
+           "sys.exit(main(sys.argv[1:]))", *args, "--out", str(store)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    workers = []
+    while not (len(list(store.glob("*/checkpoint.json"))) == 2 and workers):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        workers = [json.loads(p.read_text())["pid"] for p in store.glob(".locks/*.lock.w*")]
+        time.sleep(0.01)
+    from pathlib import Path
+
+    parents = [int(Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[1])
+               for w in workers]  # the forkserver
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    gone = time.monotonic() + 30
+    while any(pid_alive(p) for p in workers + parents):
+        assert time.monotonic() < gone, "a process of the killed driver lives on"
+        time.sleep(0.05)
+    stopped = {p.parent.name: json.loads(p.read_text())["step"]
+               for p in store.glob("*/checkpoint.json")}
+    assert len(stopped) == 2 and all(0 < s < 6000 for s in stopped.values()), stopped
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 to train" in done.stderr
+    for name in stopped:
+        run = bn.load_run(store / name)
+        assert run.status == "completed"
+        assert list(run.history.step) == list(range(0, 6001, 100))  # resumed, no gap
+    assert not list((store / ".locks").iterdir())

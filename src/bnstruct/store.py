@@ -49,7 +49,8 @@ from .training import checkpoint_step as _ck_step
 __all__ = ["Run", "RunResult", "write_result", "load_run", "runs", "finished", "open_run",
            "stored_task", "checkpoint_prefix", "checkpoint_step", "summarize",
            "config_record", "INDEX_COLUMNS", "reuse_run", "check_writable",
-           "claim", "release", "claimed_by", "wait_for", "RunBusyError"]
+           "claim", "release", "claimed_by", "wait_for", "RunBusyError", "join_claims",
+           "leave_claims", "pid_alive"]
 
 INDEX = "index.sqlite"
 INDEX_COLUMNS = {
@@ -308,7 +309,7 @@ def _holder() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` of this host runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
@@ -323,6 +324,44 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def _workers(lock: Path) -> list[Path]:
+    """The worker files of a claim: ``<name>.lock.w<pid>``, one per worker process that
+    trains the run for the claim's holder (:func:`join_claims`)."""
+    return sorted(lock.parent.glob(f"{lock.name}.w*"))
+
+
+def _held(lock: Path, held: dict[str, Any]) -> bool:
+    """Whether a claim of this host is live: its holder runs, or one of its workers does (a
+    worker that outlives a killed driver stops at its next step boundary; until then the
+    run is not free)."""
+    if pid_alive(int(held["pid"])):
+        return True
+    for w in _workers(lock):
+        info = _read_lock(w)
+        if info is not None and info.get("host") == socket.gethostname() and pid_alive(
+                int(info["pid"])):
+            return True
+        w.unlink(missing_ok=True)  # a dead worker's file
+    return False
+
+
+def join_claims(root: str | Path, names: Sequence[str]) -> None:
+    """Mark this process as a worker of the claims on ``names`` (held by its driver), so that
+    the claims stay live while it trains, even if the driver dies first."""
+    for name in names:
+        lock = _lock_path(Path(root), name)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        w = lock.with_name(f"{lock.name}.w{os.getpid()}")
+        atomic_write_bytes(w, json.dumps(_holder()).encode())
+
+
+def leave_claims(root: str | Path, names: Sequence[str]) -> None:
+    """Undo :func:`join_claims`."""
+    for name in names:
+        lock = _lock_path(Path(root), name)
+        lock.with_name(f"{lock.name}.w{os.getpid()}").unlink(missing_ok=True)
+
+
 def _read_lock(lock: Path) -> dict[str, Any] | None:
     try:
         return dict(json.loads(lock.read_text()))
@@ -334,7 +373,8 @@ def claim(root: str | Path, name: str) -> bool:
     """Claim run ``name`` of store ``root`` for this process: atomically create
     ``root/.locks/<name>.lock`` (``O_CREAT | O_EXCL``) holding pid and host. Returns ``False``
     when another live process holds it. A claim left by a dead process of this host is
-    stale: it is broken (renamed away, so two breakers cannot both win) and retaken."""
+    stale once its workers are gone too (:func:`join_claims`): it is then broken (renamed
+    away, so two breakers cannot both win) and retaken."""
     lock = _lock_path(Path(root), name)
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
@@ -345,7 +385,7 @@ def claim(root: str | Path, name: str) -> bool:
             if held is None:  # being written this instant, or just released
                 time.sleep(0.05)
                 continue
-            if held.get("host") != socket.gethostname() or _alive(int(held["pid"])):
+            if held.get("host") != socket.gethostname() or _held(lock, held):
                 return False
             stale = lock.with_name(f"{lock.name}.stale.{os.getpid()}")
             try:
@@ -391,9 +431,10 @@ def wait_for(root: str | Path, names: Sequence[str], *, poll: float = 0.2) -> li
         for n in left:
             if finished(root / n):
                 continue
-            held = _read_lock(_lock_path(root, n))
+            lock = _lock_path(root, n)
+            held = _read_lock(lock)
             if held is None or (held.get("host") == socket.gethostname()
-                                and not _alive(int(held["pid"]))):
+                                and not _held(lock, held)):
                 orphans.append(n)
             else:
                 still.append(n)

@@ -11,14 +11,21 @@ the driver's training thread and every worker process read it after each step. W
 processes ignore SIGINT (a terminal's Ctrl-C is the driver's), so an idle worker never dies
 of one. An error, or a second Ctrl-C, sets the token too, and the driver waits for every
 worker to stop at a step boundary before it raises: no run trains on after its claim is
-released.
+released. A worker whose driver dies (``kill -9``) stops at its next step boundary too and
+exits (a watchdog thread checks the driver's pid every :data:`DRIVER_POLL` seconds), and
+while it trains it holds
+the driver's claims (:func:`~bnstruct.store.join_claims`), so a new driver waits for it
+instead of training the same runs beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -27,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..store import RunResult, open_run, prepare, stored_task
+from ..store import (
+    RunResult,
+    join_claims,
+    leave_claims,
+    open_run,
+    pid_alive,
+    prepare,
+    stored_task,
+)
 from ..training import StopToken, deferred_sigint
 from ._group import train_group
 
@@ -72,23 +87,53 @@ def worker_context() -> Any:
     return ctx
 
 
-def _init_worker(threads: int, event: Any) -> None:
-    """Set up a worker process: ``threads`` PyTorch threads, the driver's stop event, and a
-    terminal's Ctrl-C ignored (it is the driver's, which then sets the event)."""
+#: how often a worker process checks that its driver still runs (seconds)
+DRIVER_POLL = 0.2
+_TRAINING = threading.Event()  # in a worker process: a batch is being trained
+
+
+def _watch_driver(driver: int, stop: StopToken) -> None:
+    """A worker process's watchdog thread: once the driver is gone (``kill -9``), stop the
+    batch being trained at its next step boundary (with a checkpoint), then exit: an idle
+    pool worker would otherwise wait for tasks forever and keep the forkserver alive."""
+    while pid_alive(driver):
+        time.sleep(DRIVER_POLL)
+    stop.set()
+    deadline = time.monotonic() + 60
+    while _TRAINING.is_set() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os._exit(0)
+
+
+def _init_worker(threads: int, event: Any, driver: int) -> None:
+    """Set up a worker process: ``threads`` PyTorch threads, the driver's stop event (and
+    its pid, to stop if it dies), and a terminal's Ctrl-C ignored (it is the driver's, which
+    then sets the event)."""
     import torch
 
     global _WORKER_STOP
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_STOP = StopToken(event)
+    threading.Thread(target=_watch_driver, args=(driver, _WORKER_STOP), daemon=True,
+                     name="bnstruct-driver-watch").start()
 
 
 def _in_worker(config_dicts: list[dict[str, Any]], store: str) -> list[RunResult]:
-    """Body of a worker process's task: a batch trained, its results sent back."""
+    """Body of a worker process's task: a batch trained, its results sent back. The worker
+    joins its driver's claims on the runs while it trains them (:func:`join_claims`)."""
     stop = _WORKER_STOP if _WORKER_STOP is not None else StopToken()
     if stop.is_set():
         return []
-    return train_claimed([RunConfig.from_dict(d) for d in config_dicts], Path(store), stop)
+    configs = [RunConfig.from_dict(d) for d in config_dicts]
+    names = [c.default_name() for c in configs]
+    _TRAINING.set()
+    join_claims(store, names)
+    try:
+        return train_claimed(configs, Path(store), stop)
+    finally:
+        leave_claims(store, names)
+        _TRAINING.clear()
 
 
 def _worker_died(stop: StopToken) -> BaseException:
@@ -130,7 +175,7 @@ class _Pool:
         self.here = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnstruct-train")
         self.procs = ProcessPoolExecutor(max_workers=n - 1, mp_context=ctx,
                                          initializer=_init_worker,
-                                         initargs=(threads, self.stop.event))
+                                         initargs=(threads, self.stop.event, os.getpid()))
         self.running: dict[Future[Any], bool] = {}  # future: trained in this process?
 
     def _train_here(self, batch: Sequence[RunConfig]) -> list[RunResult]:
