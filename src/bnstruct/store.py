@@ -47,6 +47,7 @@ from .training import TrainResult, TrainState, hold_sigint
 from .training import checkpoint_step as _ck_step
 
 __all__ = ["Run", "RunResult", "write_result", "load_run", "runs", "finished", "open_run",
+           "check_name",
            "stored_task", "checkpoint_prefix", "checkpoint_step", "summarize",
            "config_record", "INDEX_COLUMNS", "reuse_run", "check_writable",
            "claim", "release", "claimed_by", "wait_for", "RunBusyError", "join_claims",
@@ -150,15 +151,22 @@ class Run:
         return str(self.summary["status"])
 
 
-def stored_task(config: RunConfig, path: str | Path) -> Task:
+def stored_task(config: RunConfig, path: str | Path, *, started: bool = False) -> Task:
     """The task of run directory ``path``: its stored copy of the data
-    (``data.safetensors``, tasks loaded from a file), else rebuilt from ``config``."""
+    (``data.safetensors``, tasks loaded from a file), else rebuilt from ``config`` (a file
+    task's file is checked against the fingerprint in the config). ``started``: the run has
+    trained, so a file task's stored copy must be there; a missing one is an error, never
+    replaced by the file as it is now."""
     data = Path(path) / "data.safetensors"
     if data.exists():
         from safetensors.torch import load_file
 
         t = load_file(str(data))
         return Task(config.task.name, t["X"], t["Y"], t["X_test"], t["Y_test"], None, {})
+    if started and config.task.data is not None:
+        raise BnstructError(f"run {path} was trained on {config.task.data}, but its copy of "
+                            f"that data ({data}) is missing: the run cannot be read without "
+                            "the data it was trained on")
     return config.task.build()
 
 
@@ -221,17 +229,41 @@ def task_bytes(task: Task) -> bytes:
                               ("Y_test", task.Y_test))}))
 
 
+def check_name(root: Path, name: str) -> Path:
+    """``root / name`` for a run name that is one directory of the store: no path
+    separator, not ``.``, ``..`` or empty, nothing that resolves outside ``root``."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
+            or "\\" in name or "\0" in name or name.startswith(".")):
+        raise ConfigError(f"run name {name!r} must be one directory name inside the store "
+                          "(no path separators, not '.', '..' or hidden)")
+    path = root / name
+    if path.resolve().parent != root.resolve():
+        raise ConfigError(f"run name {name!r} resolves outside the store {root}")
+    return path
+
+
+def _started(path: Path) -> bool:
+    """Whether run directory ``path`` holds more than its ``config.json``: a checkpoint or a
+    result (a run that crashed before its first step leaves only the config)."""
+    return (path / "summary.json").exists() or (checkpoint_prefix(path).with_suffix(
+        ".safetensors")).exists()
+
+
 def open_run(config: RunConfig, root: Path, name: str, resume: bool) -> Path:
     """The run directory for ``config`` (checked, not created); raises
     :class:`RunExistsError` when it exists and cannot be continued (``resume`` false, or
-    another configuration)."""
-    path = root / name
+    another configuration). A directory a crash left before the first step (only its
+    ``config.json``) is no run yet: it is reused."""
+    path = check_name(Path(root), name)
     if path.exists() and (path / "config.json").exists():
+        old = json.loads((path / "config.json").read_text())["config"]
+        same = RunConfig.from_dict(old).digest() == config.digest()
+        if not _started(path) and same:
+            return path
         if not resume:
             raise RunExistsError(f"run {path} already exists: resume it (resume=True, CLI "
                                  "--resume) or choose another name")
-        old = json.loads((path / "config.json").read_text())["config"]
-        if RunConfig.from_dict(old).digest() != config.digest():
+        if not same:
             raise RunExistsError(f"run {path} exists with a different configuration: choose "
                                  "another name")
     return path
@@ -262,7 +294,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
         raise BnstructError(f"run {path} has not finished (no summary/weights): resume it with "
                             "bnstruct train ... --resume")
     summary = json.loads(summ.read_text())
-    task = stored_task(config, path)
+    task = stored_task(config, path, started=True)
     dev = resolve_device(device)
     model = config.model.build(task.d_in, task.d_out, seed=config.seed,
                                dtype=DTYPES[config.dtype], device=dev)

@@ -23,7 +23,7 @@ from typing import Any
 
 from .config import DTYPES, ModelSpec, RunConfig, resolve_device
 from .errors import ConfigError
-from .tasks import TASKS, Task, TaskSpec, from_npz
+from .tasks import TASKS, Task, TaskSpec
 from .training import Stage, default_recipe, parse_stage
 
 __all__ = ["config_from", "GRID_OPTIONS", "FIXED_OPTIONS", "parse_values", "load_spec",
@@ -157,8 +157,8 @@ def config_from(*, task: str = "composite", data: str | Path | None = None,
         data = Path(data)
         if k is not None or d_in is not None or d_out is not None:
             raise ConfigError("--k/--d-in/--d-out do not apply to --data (the file fixes them)")
-        spec = TaskSpec(data.stem, tuple(sorted(kwargs.items())), str(data))
-        the_task = from_npz(data, seed=data_seed)
+        spec = TaskSpec.from_file(data, seed=data_seed)
+        the_task = spec.build()
         if n_train is not None or n_test is not None:
             raise ConfigError("--n-train/--n-test do not apply to --data: subsample the file")
     else:

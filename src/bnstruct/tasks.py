@@ -309,24 +309,44 @@ TASKS: dict[str, Callable[..., Task]] = {
 @dataclass(frozen=True)
 class TaskSpec:
     """What a run stores to rebuild its data: a builder name and its keyword arguments
-    (``data`` is an ``.npz`` path for file tasks)."""
+    (``data`` is an ``.npz`` path for file tasks, ``content`` the file's
+    :meth:`Task.fingerprint` when the run was configured: part of the run's identity, so a
+    changed file is a new run, and checked whenever the file is read again)."""
 
     name: str
     kwargs: tuple[tuple[str, Any], ...] = ()
     data: str | None = None
+    content: str | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> TaskSpec:
+        """The spec of an ``.npz`` file's task, with its content's fingerprint."""
+        task = from_npz(path, **kwargs)
+        return cls(Path(path).stem, tuple(sorted(kwargs.items())), str(path),
+                   task.fingerprint())
 
     def build(self) -> Task:
         if self.data is not None:
-            return from_npz(self.data, **dict(self.kwargs))
+            task = from_npz(self.data, **dict(self.kwargs))
+            if self.content is not None and task.fingerprint() != self.content:
+                raise DataError(f"data file {self.data} has changed since this run was "
+                                f"configured (content {task.fingerprint()}, the run's "
+                                f"{self.content}): configure a new run for the new data")
+            return task
         return make_task(self.name, **dict(self.kwargs))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kwargs": dict(self.kwargs), "data": self.data}
+        d = {"name": self.name, "kwargs": dict(self.kwargs), "data": self.data}
+        if self.content is not None:  # (built-in tasks keep their old identity)
+            d["content"] = self.content
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskSpec:
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            raise ConfigError("a task needs a name (a string)")
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.get("kwargs", {}).items()}
-        return cls(d["name"], tuple(sorted(kw.items())), d.get("data"))
+        return cls(d["name"], tuple(sorted(kw.items())), d.get("data"), d.get("content"))
 
 
 def make_task(name: str, **kwargs: Any) -> Task:

@@ -11,6 +11,7 @@ from ..config import RunConfig
 from ..store import (
     Run,
     RunBusyError,
+    check_name,
     check_writable,
     checkpoint_step,
     claim,
@@ -46,7 +47,8 @@ def run(config: RunConfig, store: str | Path = "runs", *, name: str | None = Non
     it, this raises :class:`RunBusyError`, or with ``wait=True`` waits for it (and returns it
     once finished). The weights are those of the same config in any batch of any executor."""
     root = Path(store)
-    name = name or config.default_name()
+    name = config.default_name() if name is None else name
+    check_name(root, name)
     check_writable(root)
     while not claim(root, name):
         holder = claimed_by(root, name) or "another process"
