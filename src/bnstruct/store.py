@@ -47,7 +47,7 @@ from .training import TrainResult, TrainState, hold_sigint
 from .training import checkpoint_step as _ck_step
 
 __all__ = ["Run", "RunResult", "write_result", "load_run", "runs", "finished", "open_run",
-           "check_name",
+           "check_name", "rebuild_index", "read_json", "read_config", "CorruptRunError",
            "stored_task", "checkpoint_prefix", "checkpoint_step", "summarize",
            "config_record", "INDEX_COLUMNS", "reuse_run", "check_writable",
            "claim", "release", "claimed_by", "wait_for", "RunBusyError", "join_claims",
@@ -72,18 +72,63 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-@contextmanager
-def _index(root: Path) -> Iterator[sqlite3.Connection]:
+def _open_index(root: Path) -> sqlite3.Connection:
     con = sqlite3.connect(root / INDEX, timeout=60)
     try:
         con.execute("PRAGMA busy_timeout=60000")  # concurrent drivers wait, never fail
         con.execute("PRAGMA journal_mode=WAL")
         cols = ", ".join(f'"{k}" {v}' for k, v in INDEX_COLUMNS.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+        con.execute("SELECT count(*) FROM runs").fetchone()
+    except sqlite3.DatabaseError:
+        con.close()
+        raise
+    return con
+
+
+@contextmanager
+def _index(root: Path) -> Iterator[sqlite3.Connection]:
+    """The index, read-write; a corrupt one is rebuilt from the run directories first
+    (:func:`rebuild_index`: they are the truth)."""
+    try:
+        con = _open_index(root)
+    except sqlite3.DatabaseError:
+        rebuild_index(root)
+        con = _open_index(root)
+    try:
         yield con
         con.commit()
     finally:
         con.close()
+
+
+def rebuild_index(root: str | Path) -> int:
+    """Set a corrupt (or lost) index aside (``index.sqlite.corrupt``) and index every run
+    directory of ``root`` again; returns the number of runs indexed. A run directory that
+    cannot be read is skipped (``load_run`` names what is wrong with it)."""
+    root = Path(root)
+    for suffix in ("", "-wal", "-shm"):
+        f = root / f"{INDEX}{suffix}"
+        if f.exists():
+            os.replace(f, root / f"{INDEX}{suffix}.corrupt")
+    rows = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (d / "summary.json").exists():
+            try:
+                r = load_run(d)
+            except BnstructError:
+                continue
+            rows.append(_index_row(d, r.config, r.task, r.summary))
+    con = _open_index(root)
+    try:
+        for row in rows:
+            cols = ", ".join(f'"{c}"' for c in row)
+            con.execute(f"INSERT OR REPLACE INTO runs ({cols}) VALUES "
+                        f"({', '.join('?' for _ in row)})", list(row.values()))
+        con.commit()
+    finally:
+        con.close()
+    return len(rows)
 
 
 def _index_row(path: Path, config: RunConfig, task: Task, summary: dict[str, Any]
@@ -204,10 +249,34 @@ def summarize(res: TrainResult, *, created: str, device: str, bn_rank: int | Non
 FINISHED = ("completed", "diverged")
 
 
+class CorruptRunError(BnstructError):
+    """A file of a run directory (or a checkpoint) cannot be read: the message names it."""
+
+
+def _fix(path: Path) -> str:
+    return f"delete {path.parent} to train the run again"
+
+
+def read_json(path: Path, what: str, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON object in ``path`` (a run's ``what``) with ``keys``; a missing, unreadable or
+    malformed file raises :class:`CorruptRunError` naming it."""
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CorruptRunError(f"{path}: the run's {what} is missing; {_fix(path)}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptRunError(f"{path}: the run's {what} is not valid JSON "
+                              f"({type(e).__name__}); {_fix(path)}") from None
+    if not isinstance(d, dict) or any(k not in d for k in keys):
+        raise CorruptRunError(f"{path}: the run's {what} is not a JSON object with "
+                              f"{', '.join(keys) or 'fields'}; {_fix(path)}")
+    return d
+
+
 def finished(path: str | Path) -> bool:
     """Whether ``path`` holds a finished run (status ``completed`` or ``diverged``)."""
     summ = Path(path) / "summary.json"
-    return summ.exists() and json.loads(summ.read_text())["status"] in FINISHED
+    return summ.exists() and read_json(summ, "summary", ("status",))["status"] in FINISHED
 
 
 def checkpoint_prefix(path: str | Path) -> Path:
@@ -256,8 +325,7 @@ def open_run(config: RunConfig, root: Path, name: str, resume: bool) -> Path:
     ``config.json``) is no run yet: it is reused."""
     path = check_name(Path(root), name)
     if path.exists() and (path / "config.json").exists():
-        old = json.loads((path / "config.json").read_text())["config"]
-        same = RunConfig.from_dict(old).digest() == config.digest()
+        same = read_config(path).digest() == config.digest()
         if not _started(path) and same:
             return path
         if not resume:
@@ -287,20 +355,70 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
     path = Path(path)
     if not (path / "config.json").exists():
         raise BnstructError(f"{path} is not a run directory (no config.json)")
-    meta = json.loads((path / "config.json").read_text())
-    config = RunConfig.from_dict(meta["config"])
+    config = read_config(path)
     summ = path / "summary.json"
     if not summ.exists() or not (path / "weights.safetensors").exists():
-        raise BnstructError(f"run {path} has not finished (no summary/weights): resume it with "
-                            "bnstruct train ... --resume")
-    summary = json.loads(summ.read_text())
+        raise BnstructError(f"run {path} has not finished (no summary/weights): resume it "
+                            "(resume=True, CLI bnstruct train ... --resume)")
+    summary = read_json(summ, "summary", ("status", "step", "final", "seconds"))
     task = stored_task(config, path, started=True)
     dev = resolve_device(device)
     model = config.model.build(task.d_in, task.d_out, seed=config.seed,
                                dtype=DTYPES[config.dtype], device=dev)
-    model.load_state_dict(load_file(str(path / "weights.safetensors"), device=str(dev)))
-    history = pd.read_csv(path / "history.csv")
-    return Run(path, config, model, task, history, summary)
+    w = path / "weights.safetensors"
+    try:
+        model.load_state_dict(load_file(str(w), device=str(dev)))
+    except Exception as e:  # noqa: BLE001 - safetensors' and torch's errors, named
+        raise CorruptRunError(f"{w}: the run's weights cannot be read ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}"
+                              f"); {_fix(w)}") from None
+    return Run(path, config, model, task, _read_history(path), summary)
+
+
+def read_config(path: Path) -> RunConfig:
+    """The :class:`RunConfig` of run directory ``path`` (``config.json``, validated)."""
+    f = path / "config.json"
+    meta = read_json(f, "configuration", ("config",))
+    try:
+        return RunConfig.from_dict(meta["config"])
+    except (BnstructError, TypeError, KeyError, ValueError) as e:
+        raise CorruptRunError(f"{f}: the run's configuration is invalid ({e}); "
+                              f"{_fix(f)}") from None
+
+
+def _read_history(path: Path) -> pd.DataFrame:
+    f = path / "history.csv"
+    try:
+        return pd.read_csv(f)
+    except FileNotFoundError:
+        raise CorruptRunError(f"{f}: the run's history is missing; {_fix(f)}") from None
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise CorruptRunError(f"{f}: the run's history cannot be read ({type(e).__name__}); "
+                              f"{_fix(f)}") from None
+
+
+def _read_index(root: Path) -> sqlite3.Connection:
+    """The index, read-only: a corrupt one is rebuilt when the store is writable (else an
+    error naming it); a read-only store is read as an immutable file."""
+    f = root / INDEX
+    for uri in (f"file:{f}?mode=ro", f"file:{f}?immutable=1"):
+        try:
+            con = sqlite3.connect(uri, uri=True)
+            con.execute("SELECT count(*) FROM runs").fetchone()
+            return con
+        except sqlite3.OperationalError as e:
+            con.close()
+            if "no such table" in str(e):
+                break
+            continue  # a read-only directory: WAL needs its -shm file
+        except sqlite3.DatabaseError:
+            con.close()
+            break
+    if not os.access(root, os.W_OK):
+        raise CorruptRunError(f"{f}: the store's index cannot be read and the store is "
+                              "read-only: copy the store somewhere writable to rebuild it")
+    rebuild_index(root)
+    return sqlite3.connect(f"file:{f}?mode=ro", uri=True)
 
 
 def runs(store: str | Path = "runs", where: str | None = None) -> pd.DataFrame:
@@ -313,7 +431,7 @@ def runs(store: str | Path = "runs", where: str | None = None) -> pd.DataFrame:
     if not (root / INDEX).exists():
         raise BnstructError(f"{root} is not a bnstruct store (no {INDEX})")
     q = "SELECT * FROM runs" + (f" WHERE {where}" if where else "") + " ORDER BY name"
-    con = sqlite3.connect(f"file:{root / INDEX}?mode=ro", uri=True)
+    con = _read_index(root)
     try:
         df = pd.read_sql_query(q, con)
     except (sqlite3.OperationalError, pd.errors.DatabaseError) as e:

@@ -112,22 +112,24 @@ class TrainState:
         """The state saved at ``prefix`` (``None`` when there is none). Raises
         :class:`ConfigError` when the file has no resume state or was written for other
         stages."""
-        from safetensors import safe_open
         from safetensors.torch import load_file
 
         path = Path(f"{prefix}.safetensors")
         if not path.exists():
             return None
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get(_KEY, "null") or "null")
+        meta = _read_meta(path)
         if meta is None:
             raise ConfigError(f"checkpoint {path} has no bnstruct resume state: delete it to "
                               "start over")
         if meta.get("stages") != [asdict(s) for s in stages]:
             raise ConfigError(f"checkpoint {path} was written for other stages; "
                               "resume with the same configuration")
-        return cls(tuple(stages), int(meta["step"]), list(meta["history"]),
-                   float(meta["seconds"]), load_file(str(path), device=str(device)))
+        try:
+            return cls(tuple(stages), int(meta["step"]), list(meta["history"]),
+                       float(meta["seconds"]), load_file(str(path), device=str(device)))
+        except Exception as e:  # noqa: BLE001 - safetensors' errors, named
+            raise ConfigError(f"checkpoint {path} cannot be read ({type(e).__name__}): delete "
+                              "it to start the run over") from None
 
     @staticmethod
     def remove(prefix: str | Path) -> None:
@@ -138,11 +140,26 @@ class TrainState:
 def checkpoint_step(prefix: str | Path) -> int:
     """The step of the checkpoint at ``prefix`` (0 when there is none or it holds no resume
     state)."""
-    from safetensors import safe_open
 
     path = Path(f"{prefix}.safetensors")
     if not path.exists():
         return 0
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {}).get(_KEY, "null") or "null")
+    meta = _read_meta(path)
     return int(meta["step"]) if meta else 0
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """The resume state in a checkpoint's header (``None`` when it has none); an unreadable
+    file is a one-line :class:`ConfigError` naming it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get(_KEY, "null") or "null")
+    except Exception as e:  # noqa: BLE001 - safetensors' errors, named
+        raise ConfigError(f"checkpoint {path} cannot be read ({type(e).__name__}): delete it "
+                          "to start the run over") from None
+    if meta is not None and not (isinstance(meta, dict) and "step" in meta):
+        raise ConfigError(f"checkpoint {path} has a malformed resume state: delete it to "
+                          "start the run over")
+    return meta
