@@ -13,8 +13,11 @@ from typing import Any
 
 import torch
 
+from ._checks import integer
+from ._checks import seed as check_seed
 from .errors import ConfigError
 from .models import MODELS, FeedForward, build_model
+from .models._feedforward import widths
 from .tasks import TaskSpec
 from .training import Stage, default_recipe
 
@@ -24,15 +27,21 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an error."""
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an error;
+    only devices that hold real data (``cpu``, ``cuda[:N]``, ``mps``) are accepted."""
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be a string (auto, cpu or cuda), got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device cuda was asked for but no GPU is available: use --device cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError:
         raise ConfigError(f"unknown device {device!r}: use auto, cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device!r} holds no data to train on: use auto, cpu or cuda")
+    return dev
 
 
 def _strict(cls: type, d: Any, where: str) -> dict[str, Any]:
@@ -59,14 +68,19 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.kind not in MODELS:
             raise ConfigError(f"unknown model {self.kind!r}: choose one of {', '.join(MODELS)}")
-        if not isinstance(self.depth, int) or self.depth < 1:
-            raise ConfigError(f"depth must be an integer >= 1, got {self.depth!r}")
+        integer("depth", self.depth, low=1)
         ws = self.width if isinstance(self.width, tuple) else (self.width,)
-        if not all(isinstance(w, int) and w >= 1 for w in ws):
-            raise ConfigError(f"width must be integer(s) >= 1, got {self.width!r}")
+        for w in ws:
+            integer("width", w, low=1)
         if isinstance(self.width, tuple) and len(self.width) != self.depth - 1:
             raise ConfigError(f"width list has {len(self.width)} entries; depth {self.depth} "
                               f"needs depth-1 = {self.depth - 1}")
+
+    def check(self, d_in: int, d_out: int) -> None:
+        """Raise, before anything is allocated or written, when this network cannot be built
+        for ``d_in`` inputs and ``d_out`` outputs (sizes, memory)."""
+        width = list(self.width) if isinstance(self.width, tuple) else self.width
+        widths(d_in, width, self.depth, d_out)
 
     def build(self, d_in: int, d_out: int, *, seed: int, dtype: torch.dtype,
               device: torch.device) -> FeedForward:
@@ -102,14 +116,18 @@ class RunConfig:
             raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if not self.stages:
             raise ConfigError("a run needs at least one stage")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.log_every, int) or self.log_every < 1:
-            raise ConfigError(f"log_every must be an integer >= 1, got {self.log_every!r}")
-        if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
-                                                  or self.checkpoint_every < 1):
-            raise ConfigError(f"checkpoint_every must be >= 1 or None, got "
-                              f"{self.checkpoint_every!r}")
+        check_seed("seed", self.seed)
+        if not isinstance(self.device, str) or (self.device != "auto" and not any(
+                self.device == t or self.device.startswith(t + ":") for t in
+                ("cpu", "cuda", "mps"))):
+            raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}")
+        integer("log_every", self.log_every, low=1)
+        if self.checkpoint_every is not None:
+            integer("checkpoint_every", self.checkpoint_every, low=1)
+        if not isinstance(self.task, TaskSpec) or not isinstance(self.model, ModelSpec):
+            raise ConfigError("a run config needs a TaskSpec task and a ModelSpec model")
+        if not all(isinstance(s, Stage) for s in self.stages):
+            raise ConfigError("a run config's stages must be bnstruct.Stage objects")
 
     @property
     def steps(self) -> int:

@@ -33,6 +33,12 @@ def _import_factory(spec: str, name: str):
         mod = importlib.import_module(mod_name)
     except ImportError as e:
         raise ConfigError(f"{name}: cannot import {mod_name!r} ({e})") from None
+    except SystemExit as e:
+        raise ConfigError(f"{name}: importing {mod_name!r} called sys.exit({e.code!r})"
+                          ) from None
+    except Exception as e:  # the user's module: report, do not trace back
+        raise ConfigError(f"{name}: importing {mod_name!r} failed ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
     factory = getattr(mod, attr, None)
     if factory is None or not callable(factory):
         raise ConfigError(f"{name}: {mod_name!r} has no callable {attr!r}")
@@ -62,6 +68,10 @@ def load_model(spec: str, weights: str | Path | None = None, *,
     """The module built by ``spec = "package.module:factory"`` (called with no arguments),
     with ``weights`` loaded when given.
 
+    **This imports and runs the named module's code** (the current directory first on
+    ``sys.path``, as ``python -m`` does): give it only code you trust. A factory that raises,
+    exits (``sys.exit``) or returns something other than an ``nn.Module`` is an error.
+
     ``weights``: a ``.safetensors`` file, or a ``state_dict`` saved by ``torch.save`` (read
     with ``weights_only=True``); its names and shapes must match the model's exactly.
     ``names`` are how the two arguments are called in error messages (the CLI passes its
@@ -70,6 +80,9 @@ def load_model(spec: str, weights: str | Path | None = None, *,
     factory = _import_factory(spec, name)
     try:
         model = factory()
+    except SystemExit as e:  # an exit is not a model: never a silent exit 0
+        raise ConfigError(f"{name}: {spec}() called sys.exit({e.code!r}) instead of returning "
+                          "an nn.Module") from None
     except Exception as e:  # the user's code: report, do not trace back
         raise ConfigError(f"{name}: {spec}() failed ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''})") from None

@@ -67,6 +67,8 @@ GRID_OPTIONS: dict[str, Callable[[str, str], Any]] = {
 FIXED_OPTIONS = ("data", "stage", "device", "log_every", "checkpoint_every")
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+#: the most runs one sweep may list
+MAX_POINTS = 100_000
 
 
 def parse_values(name: str, value: Any) -> list[Any]:
@@ -94,6 +96,9 @@ def parse_values(name: str, value: Any) -> list[Any]:
             lo, hi = int(m.group(1)), int(m.group(2))
             if hi < lo:
                 raise ConfigError(f"--{name}: empty range {text!r}")
+            if hi - lo + 1 > MAX_POINTS:
+                raise ConfigError(f"--{name}: the range {text!r} has {hi - lo + 1} values; a "
+                                  f"sweep has at most {MAX_POINTS} runs")
             out.extend(range(lo, hi + 1))
         elif isinstance(it, float) and parse is _int:
             raise ConfigError(f"--{name}: {it!r} is not an integer")
@@ -113,9 +118,11 @@ def load_spec(path: str | Path) -> dict[str, Any]:
 
     p = Path(path)
     try:
-        d = tomllib.loads(p.read_text())
+        d = tomllib.loads(p.read_bytes().decode("utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read sweep spec {p}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep spec {p} is not UTF-8 text (TOML must be)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"sweep spec {p} is not valid TOML: {e}") from None
     if set(d) == {"sweep"} and isinstance(d["sweep"], dict):
@@ -210,6 +217,18 @@ def grid(options: Mapping[str, Any]) -> list[Point]:
         st = fixed["stage"]
         fixed["stage"] = [st] if isinstance(st, str) else list(st)
     names = [n for n in GRID_OPTIONS if n in axes]
+    size = 1
+    for n in names:
+        size *= len(axes[n])
+    if size > MAX_POINTS:
+        raise ConfigError(f"the grid has {size} runs; a sweep has at most {MAX_POINTS}: split "
+                          "it")
+    for fname, v in fixed.items():
+        ok = (isinstance(v, str) if fname in ("data", "device") else
+              isinstance(v, str | list) if fname == "stage" else
+              isinstance(v, int) and not isinstance(v, bool))
+        if not ok:
+            raise ConfigError(f"--{fname.replace('_', '-')}: {v!r} is not a valid value")
     points: list[Point] = []
     seen: set[str] = set()
     built: set[str] = set()

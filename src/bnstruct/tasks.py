@@ -112,7 +112,11 @@ class Task:
 
 
 def _as_2d(a: Any, what: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(a), dtype=torch.float64)
+    arr = np.asarray(a.detach().cpu().numpy() if torch.is_tensor(a) else a)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{what} must hold real numbers, got dtype {arr.dtype} (complex, text "
+                        "or objects are not data bnstruct can fit)")
+    t = torch.as_tensor(arr, dtype=torch.float64)
     if t.ndim == 1:
         t = t[:, None]
     if t.ndim != 2:

@@ -46,7 +46,8 @@ def analyze_cmd(
     run_dir: Annotated[Path | None, typer.Argument(
         help="a run directory written by bnstruct train (or use --model/--data)")] = None,
     model_spec: Annotated[str | None, typer.Option(
-        "--model", help="your model: 'package.module:factory' (called with no arguments)")
+        "--model", help="your model: 'package.module:factory' (called with no arguments; "
+        "this imports and runs that code: use only code you trust)")
     ] = None,
     weights: Annotated[Path | None, typer.Option(
         help="weights for --model: .safetensors, or a state_dict saved by torch.save")] = None,

@@ -33,7 +33,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ..config import RunConfig, resolve_device
 from ..store import (
     RunResult,
     join_claims,
@@ -67,6 +67,8 @@ def train_claimed(batch: Sequence[RunConfig], root: Path, stop: StopToken
     paths = [open_run(c, root, c.default_name(), True) for c in batch]
     task = stored_task(batch[0], paths[0])
     for c, p in zip(batch, paths, strict=True):
+        c.model.check(task.d_in, task.d_out)  # fails before anything is written
+        resolve_device(c.device)
         prepare(c, root, p, task)
     return train_group(batch, dirs=paths, task=task, stop=stop)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ..config import RunConfig, resolve_device
 from ..store import (
     Run,
     RunBusyError,
@@ -71,6 +71,8 @@ def _claimed(config: RunConfig, root: Path, name: str, resume: bool, progress: b
     if resume and finished(path):
         return load_run(path)
     task = task if task is not None else stored_task(config, path)
+    config.model.check(task.d_in, task.d_out)  # fails before anything is written
+    resolve_device(config.device)
     prepare(config, root, path, task)
     obs = default_observers(progress, None)
     for o in obs:

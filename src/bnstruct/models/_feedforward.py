@@ -9,6 +9,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from .._checks import check_memory, integer
+from .._checks import seed as check_seed
 from ..errors import ConfigError
 
 __all__ = ["FeedForward", "ACTIVATIONS", "widths"]
@@ -18,22 +20,22 @@ ACTIVATIONS = ("relu", "identity")
 
 
 def widths(d_in: int, width: int | Sequence[int], depth: int, d_out: int) -> list[int]:
+    """The layer sizes ``[d_in, n_1, ..., n_{L-1}, d_out]`` (strictly checked: integers
+    only, no ``bool``, ``str`` or ``float``; the parameters must fit in memory)."""
     for name, v in (("d_in", d_in), ("d_out", d_out), ("depth", depth)):
-        if not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-    if isinstance(width, int):
-        if width < 1:
-            raise ConfigError(f"width must be >= 1, got {width}")
-        hidden = [width] * (depth - 1)
+        integer(name, v, low=1)
+    if isinstance(width, int | bool | float | str):
+        hidden = [integer("width", width, low=1)] * (depth - 1)
     else:
-        hidden = [int(w) for w in width]
+        hidden = [integer("width", w, low=1) for w in width]
         if len(hidden) != depth - 1:
             raise ConfigError(
                 f"width list has {len(hidden)} entries; depth {depth} needs depth-1 = {depth - 1}"
             )
-        if any(w < 1 for w in hidden):
-            raise ConfigError(f"every hidden width must be >= 1, got {hidden}")
-    return [d_in, *hidden, d_out]
+    sizes = [d_in, *hidden, d_out]
+    check_memory("the network", sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:],
+                                                                strict=True)), 4)
+    return sizes
 
 
 class FeedForward(nn.Module):
@@ -89,7 +91,7 @@ class FeedForward(nn.Module):
         """
         gen = None
         if seed is not None:
-            gen = torch.Generator(device="cpu").manual_seed(int(seed))
+            gen = torch.Generator(device="cpu").manual_seed(check_seed("seed", seed))
         for lin in self.linears:
             w = torch.randn(lin.weight.shape, generator=gen, dtype=torch.float64)
             lin.weight.copy_(w * math.sqrt(self.gain / lin.in_features))

@@ -113,6 +113,15 @@ def train_members(models: Sequence[nn.Module], task: Task,
     _check_args(lists, log_every, checkpoint_every, checkpoints)
     states = _states(models, lists, checkpoints, resume)
     p0 = next(models[0].parameters())
+    for m in models:
+        d_in = getattr(m, "d_in", None)
+        if isinstance(d_in, int) and d_in != task.d_in:
+            raise ConfigError(f"the model takes {d_in} inputs but the task {task.name!r} has "
+                              f"{task.d_in}: build the model with d_in={task.d_in}")
+        d_out = getattr(m, "d_out", None)
+        if isinstance(d_out, int) and d_out != task.d_out:
+            raise ConfigError(f"the model has {d_out} outputs but the task {task.name!r} has "
+                              f"{task.d_out}: build the model with d_out={task.d_out}")
     batch = make_batch(models)
 
     def save(b: int, st: TrainState) -> None:

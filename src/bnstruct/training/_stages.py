@@ -13,13 +13,13 @@ decay, i.e. PyTorch's ``weight_decay = 2 * lam`` for ``torch.optim.SGD`` / ``tor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from .._checks import integer, number
 from ..errors import ConfigError
 
 __all__ = ["Stage", "parse_stage", "default_recipe", "make_optimizer", "minibatch", "OPTIMIZERS"]
@@ -42,16 +42,11 @@ class Stage:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError(f"lam must be a non-negative finite number, got {self.lam!r}")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int)
-                                            or self.batch_size < 1):
-            raise ConfigError(f"batch_size must be a positive integer or None, "
-                              f"got {self.batch_size!r}")
+        number("lr", self.lr, positive=True)
+        number("lam", self.lam, nonneg=True)
+        integer("steps", self.steps, low=1)
+        if self.batch_size is not None:
+            integer("batch_size", self.batch_size, low=1)
 
     def __str__(self) -> str:
         bs = "" if self.batch_size is None else f":{self.batch_size}"
