@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from ..config import RunConfig
 from ..store import Run
-from ._common import Claim, Kind, Memo
+from ._records import Claim, Kind, Memo
 
 __all__ = ["Experiment"]
 

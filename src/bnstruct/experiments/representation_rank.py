@@ -42,18 +42,10 @@ import pandas as pd
 from ..config import RunConfig
 from ..conventions import ENERGY_TOL
 from ..store import Run
-from ._common import (
-    SWEEPS,
-    Claim,
-    Kind,
-    Memo,
-    SweepConfig,
-    SweepResult,
-    almost_all,
-    fmt_mean_se,
-    sweep_measure,
-)
-from ._common import sweep_plan as _sweep_plan
+from ._records import Claim, Kind, Memo
+from ._statistics import almost_all, fmt_mean_se
+from ._sweep import SWEEPS, SweepConfig, SweepResult, sweep_measure
+from ._sweep import sweep_plan as _sweep_plan
 
 NAME = "representation-rank"
 KIND: Kind = "claim"

@@ -49,21 +49,10 @@ import pandas as pd
 from ..config import RunConfig
 from ..conventions import NEAR_ONE
 from ..store import Run
-from ._common import (
-    MAX_OFF_GROWTH,
-    ON_MIN,
-    SWEEPS,
-    Claim,
-    Kind,
-    Memo,
-    SweepConfig,
-    SweepResult,
-    almost_all,
-    fmt_mean_se,
-    loglog_fit,
-    sweep_measure,
-)
-from ._common import sweep_plan as _sweep_plan
+from ._records import Claim, Kind, Memo
+from ._statistics import MAX_OFF_GROWTH, ON_MIN, almost_all, fmt_mean_se, loglog_fit
+from ._sweep import SWEEPS, SweepConfig, SweepResult, sweep_measure
+from ._sweep import sweep_plan as _sweep_plan
 
 NAME = "weight-spectra"
 KIND: Kind = "claim"
