@@ -342,7 +342,7 @@ def norm_vs_depth_figure(nets: pd.DataFrame, fit: Any, k: int, path: Path) -> Pa
 
 def weight_spectra_figure(res: Any, path: Path) -> Path:
     """One panel per depth: the weight spectra of the sweep's first seed at that depth
-    (``res``: a :class:`~bnstruct.experiments._common.SweepResult`)."""
+    (``res``: a :class:`~bnstruct.experiments._sweep.SweepResult`)."""
     from .conventions import middle_layers
 
     nets = res.nets.sort_values(["depth", "seed"])

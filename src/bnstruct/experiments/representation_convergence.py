@@ -2,7 +2,7 @@ r"""Claim 10 (`representation-convergence`): an O(L) NTK "guarantees infinite de
 of the representations of almost all layers" (THEORY 4, prediction 9): as L grows,
 consecutive middle-layer representations differ less and less.
 
-Nets: the composite depth sweep of claims 2-5 (:data:`~bnstruct.experiments._common.SWEEPS`;
+Nets: the composite depth sweep of claims 2-5 (:data:`~bnstruct.experiments._sweep.SWEEPS`;
 the same run configs, trained once), trained with Adam at the sweep's lr. These are not
 large-lr GD solutions: their :math:`\lambda_{max}(\Theta)/(NL)` grows with L (reported per
 depth; claim 6 uses this Adam recipe as its *small*-lr arm). So this claim tests the
@@ -113,7 +113,7 @@ def statement(cfg: Config) -> str:
 
 
 def plan(cfg: Config) -> list[RunConfig]:
-    """The sweep's runs (:func:`~bnstruct.experiments._common.sweep_plan`)."""
+    """The sweep's runs (:func:`~bnstruct.experiments._sweep.sweep_plan`)."""
     return sweep_plan(cfg.sweep)
 
 
