@@ -8,7 +8,7 @@ an executor can batch or distribute them all at once):
 2. the caller trains them (``bnstruct.executors.execute``: once, for all claims together);
 3. ``measure(cfg, runs, *, memo=None)``: ``runs`` are the trained (or reused) runs of the
    plan, in plan order; no training happens here. ``memo`` is an explicit per-reproduce
-   :class:`~bnstruct.experiments._common.Memo` through which claims that read the same nets
+   :class:`~bnstruct.experiments._records.Memo` through which claims that read the same nets
    share their measurements;
 4. ``verdict(measured, cfg) -> Claim`` (pure: tests feed it synthetic measurements that
    violate the claim) and ``figures(measured, figdir) -> list[Path]``.
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from ..config import RunConfig
 from ..store import Run
-from ._common import Claim, Kind, Memo
+from ._records import Claim, Kind, Memo
 
 __all__ = ["Experiment"]
 
