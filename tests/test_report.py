@@ -182,3 +182,20 @@ def test_measure_never_trains(smoke):
             runs = [bnstruct.load_run(out / "runs" / c.default_name()) for c in mod.plan(cfg)]
             claim = mod.verdict(mod.measure(cfg, runs), cfg)
             assert claim.name == name and claim.error is None
+
+
+def test_a_corrupt_stored_run_is_named_in_its_claims_row(smoke, tmp_path):
+    """A truncated weights file in the store: the claims that read that run are errors whose
+    text names the file (not a bare SafetensorError); the others still run."""
+    import shutil
+
+    out, _, _ = smoke
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    name = EXPERIMENTS["bound"].plan(get_config("bound", "smoke"))[0].default_name()
+    w = copy / "runs" / name / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:40])
+    claims = reproduce("smoke", copy, only=["bound", "symmetry"])
+    by = {c.name: c for c in claims}
+    assert by["bound"].error is not None and str(w) in by["bound"].error
+    assert by["symmetry"].error is None
