@@ -124,8 +124,26 @@ def verdict(res: Result, cfg: Config) -> Claim:
     passed = bool(n_depths >= MIN_DEPTHS and worst_cost <= COST_RTOL and worst_sv <= SV_RTOL)
     per = ", ".join(f"L={int(L)}: {fmt_mean_se(100 * g['cost_rel_err'], '.2g')}%"
                     for L, g in d.groupby("depth")) if len(d) else "none"
+    why = []
+    if n_depths < MIN_DEPTHS:
+        why.append(f"only {n_depths} depth(s) trained to a verdict (needs {MIN_DEPTHS})")
+    if not worst_cost <= COST_RTOL:
+        why.append(f"a net's squared norm is {100 * worst_cost:.2g}% off the closed-form cost "
+                   f"(tolerance {100 * COST_RTOL:g}%): it did not reach the optimum")
+    if not worst_sv <= SV_RTOL:
+        bad = nz.loc[nz["rel_err"].idxmax()] if len(nz) else None
+        where = f" at L = {int(bad['depth'])}" if bad is not None and "depth" in nz else ""
+        why.append(f"layer singular values are up to {100 * worst_sv:.2g}% from s_i(A)^(1/L)"
+                   f"{where} (tolerance {100 * SV_RTOL:g}%): the layers are not yet balanced")
     return Claim(
         NAME, statement(cfg), kind=KIND,
+        key=(f"worst cost error {100 * worst_cost:.2g}%, worst layer singular value error "
+             f"{100 * worst_sv:.2g}%"),
+        bound=f"<= {100 * COST_RTOL:g}% and <= {100 * SV_RTOL:g}%",
+        checked=("Deep linear nets trained with weight decay reach the closed-form minimal "
+                 "norm L sum_i s_i(A)^(2/L) of their end-to-end matrix A, with every layer's "
+                 "singular values equal to s_i(A)^(1/L)."),
+        why="; ".join(why) if not passed else "",
         measured=(f"worst |norm2 - cost|/cost {100 * worst_cost:.3g}% ({per}); worst layer "
                   f"singular value error {100 * worst_sv:.3g}% over {n_depths} depths, "
                   f"{len(d)} nets (every net judged; per depth mean ± SE over seeds)"),
@@ -135,6 +153,13 @@ def verdict(res: Result, cfg: Config) -> Claim:
         passed=passed,
         values={"depths": d.to_dict("list"), "worst_cost_rel_err": worst_cost,
                 "worst_sv_rel_err": worst_sv})
+
+
+CAPTIONS = {"linear_cost": (
+    "Left: squared parameter norm of each trained deep linear net against the closed-form "
+    "minimal cost L sum_i s_i(A)^(2/L) (the diagonal is equality). Right: the relative error "
+    "of each layer's singular values against s_i(A)^(1/L), per depth (mean and standard "
+    "error over the seeds).")}
 
 
 def figures(res: Result, figdir: Path) -> list[Path]:

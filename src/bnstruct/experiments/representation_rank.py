@@ -54,6 +54,7 @@ from ._common import (
     sweep_measure,
 )
 from ._common import sweep_plan as _sweep_plan
+from ._words import almost_all_bound, almost_all_key, almost_all_why
 
 NAME = "representation-rank"
 KIND: Kind = "claim"
@@ -121,8 +122,20 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
     mid = ", ".join(f"L={L}: {fmt_mean_se(g['outside_k'], '.1e')} outside, k-th "
                     f"{fmt_mean_se(g['kth'], '.2f')}, PR {fmt_mean_se(g['participation'], '.2f')},"
                     f" count {fmt_mean_se(g['threshold'], '.2g')}" for L, g in by)
+    why = almost_all_why(aa, f"energy rank {k}")
+    if not ends_ok:
+        why.append(f"near the input or the output some net's representation is only "
+                   f"{int(min(s['near_input'].min(), s['near_output'].min()))}-dimensional "
+                   f"(needs more than {k})")
     return Claim(
         NAME, statement(cfg),
+        key=(f"{almost_all_key(aa)}; ends >= "
+             f"{int(min(s['near_input'].min(), s['near_output'].min()))}"),
+        bound=f"{almost_all_bound()}; ends > {k}",
+        checked=(f"In almost all hidden layers the centered representation has energy rank {k} "
+                 f"(all but {ENERGY_TOL:.0%} of its energy in its top {k} principal directions),"
+                 " and near the input and the output it has more dimensions."),
+        why="; ".join(why) if not (aa.passed and ends_ok) else "",
         measured=(f"hidden representations not approximately {k}-dimensional per net: {per}; "
                   f"{aa.describe()}; largest energy rank near input / output: {ends}; middle "
                   f"layers (medians; reported, no verdict): {mid}"),
@@ -140,6 +153,14 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                 "deepest_ok": aa.deepest_ok, "ends_ok": ends_ok, "per_net": s.to_dict("list"),
                 "layers": res.layers[[c for c in LAYER_COLUMNS if c in res.layers]]
                 .to_dict("list")})
+
+
+CAPTIONS = {"representation_rank": (
+    "Left, the verdict's measure: the energy rank of the centered representation (the fewest "
+    "principal directions holding all but 1% of its energy) against the relative layer l/L, "
+    "one line per depth (mean over the seeds, band: smallest to largest seed), k dashed. "
+    "Right, reported only: the participation ratio, below k for any anisotropic "
+    "k-dimensional cloud.")}
 
 
 def figures(res: SweepResult, figdir: Path) -> list[Path]:
