@@ -128,16 +128,19 @@ def verdict(res: Result, cfg: Config) -> Claim:
     ranks = ", ".join(f"L={int(L)}: {fmt_mean_se(g['rep_energy_rank_middle'], '.2g')}"
                       for L, g in n.groupby("depth")) if len(n) else "none"
     ok = bool(len(n) and n["slack_ok"].all())
+    broken = int((~np.isfinite(n["min_slack"].to_numpy(float))).sum()) if len(n) else 0
     return Claim(
         NAME, statement(cfg), measured=per,
-        key=f"bottleneck energy rank {ranks}; min slack "
-            f"{float(n['min_slack'].min()) if len(n) else float('nan'):.2f}",
+        key=(f"bottleneck energy rank {ranks}; min slack "
+             f"{float(n['min_slack'].min(skipna=False)) if len(n) else float('nan'):.2f}"),
         bound="(finding: no predicted rank); slack >= 0",
         checked=("On scikit-learn's 8x8 digits (a real task of unknown bottleneck rank) the "
                  "middle layers' energy rank is reported, and the bottleneck inequality is "
                  "checked at every point."),
-        why="" if ok else ("the bottleneck inequality is violated (negative slack) in a net"
-                           if len(n) else "no net to measure"),
+        why="" if ok else ("no net to measure" if not len(n) else
+                           f"{broken} net(s) have a slack that is not finite (NaN or -inf: a "
+                           "broken measurement, e.g. a collapsed net)" if broken else
+                           "the bottleneck inequality is violated (negative slack) in a net"),
         expected="(finding) a low bottleneck rank; bound holds",
         tolerance=f"bound slack >= -{ROUNDOFF:g} param_norm2 (theorem, float64 round-off), "
                   "every net",

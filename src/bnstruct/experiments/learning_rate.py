@@ -363,12 +363,22 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
         why.append(f"a run's sharpness is above 2/lr (max ratio {max_ratio:.3g})")
     if not sat_ok:
         bad = [(c, x) for c, x in sat.items() if not x["saturated"]]
-        why.append("the NTK of c = " + ", ".join(f"{c:g}" for c, _ in bad)
-                   + " is still growing at the deepest depths (deeper-half log-log slope "
-                   + ", ".join(f"{x['slope_deep']:.2f}" for _, x in bad)
-                   + f", needs < {SAT_SLOPE:g} and below the shallower half): it has not yet "
-                   "saturated below its 1/c bound within these depths")
-    if not req_ok:
+        unknown = [c for c, x in bad if not (math.isfinite(float(x["slope_shallow"]))
+                                             and math.isfinite(float(x["slope_deep"])))]
+        growing = [(c, x) for c, x in bad if c not in unknown]
+        if growing:
+            why.append("the NTK of c = " + ", ".join(f"{c:g}" for c, _ in growing)
+                       + " is still growing at the deepest depths (deeper-half log-log slope "
+                       + ", ".join(f"{x['slope_deep']:.2f}" for _, x in growing)
+                       + f", needs < {SAT_SLOPE:g} and no steeper than the shallower half): it "
+                       "has not yet saturated below its 1/c bound within these depths")
+        if unknown:
+            why.append("saturation cannot be judged for c = " + ", ".join(f"{c:g}" for c in unknown)
+                       + " (too few trained depths for a slope in each half)")
+    if not req_ok and not math.isfinite(float(req["slope"])):
+        why.append("the small-lr half cannot be judged (too few trained small-lr runs for a "
+                   "slope)")
+    elif not req_ok:
         why.append(f"the small-lr NTK does not grow faster than the large-lr ones (slope "
                    f"{req['slope']:.2f} ± {req['se']:.2f} against at most "
                    f"{req['control_slope_max']:.2f})")

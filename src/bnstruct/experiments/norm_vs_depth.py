@@ -62,9 +62,9 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                    f"{SLOPE_TOL:g}")
     return Claim(
         NAME, statement(cfg),
-        key=f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} ({len(nets)} nets)",
-        bound=(f"|R0_hat - {res.k}| + 2 SE = {abs(fit.R0 - res.k) + err:.2f} <= "
-               f"{SLOPE_TOL:g}"),
+        key=(f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} over {len(nets)} nets "
+             f"(|R0_hat - {res.k}| + 2 SE = {abs(fit.R0 - res.k) + err:.2f})"),
+        bound=f"<= {SLOPE_TOL:g}, >= {MIN_DEPTHS} depths",
         checked=(f"The squared parameter norm of the trained ReLU nets grows linearly in depth "
                  f"with slope R0 equal to the task's bottleneck rank k = {res.k} (least-squares "
                  "fit of ||theta||^2 = L R0 + R1 over every net)."),

@@ -230,13 +230,14 @@ CAPTIONS = {"symmetry": (
     "First seed. Left and middle: held-out points in the top two principal directions of the "
     "bottleneck layer, coloured by the invariants r and x3 (smooth colour: the layer "
     "determines them). Right, the verdict's measure: the energy rank of the centered "
-    "representation per layer, every seed, k = 2 dashed; the participation ratio "
-    "(reported) in grey.")}
+    "representation per layer (mean and standard error over the seeds, every seed faint), "
+    "k = 2 dotted; the participation ratio (reported, no verdict) in grey.")}
 
 
 def figures(res: Result, figdir: Path) -> list[Path]:
     from .. import plots
 
     s = res.seeds[0]
-    return [plots.symmetry_figure(s.pca, s.invariants, s.layer, s.layers,
+    every = pd.concat([x.layers for x in res.seeds], ignore_index=True)
+    return [plots.symmetry_figure(s.pca, s.invariants, s.layer, every,
                                   figdir / "symmetry.png")]
