@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     # errors
     "BnstructError": "errors", "ConfigError": "errors", "DataError": "errors",
     "RunExistsError": "errors",
+    # a user's model and points from files
+    "load_model": "loading", "load_points": "loading",
 }
 #: public submodules (closed forms, data, conventions, models, sweeps over a store)
 _SUBMODULES = ("theory", "tasks", "conventions", "models", "depthfit", "executors",
@@ -56,6 +58,8 @@ __all__ = [
     "ntk_max_eig", "hessian_max_eig", "bottleneck_bound", "analyze", "Analysis",
     # errors
     "BnstructError", "ConfigError", "DataError", "RunExistsError",
+    # a user's model and points from files
+    "load_model", "load_points",
 ]
 
 
@@ -91,6 +95,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         weight_spectra,
     )
     from .errors import BnstructError, ConfigError, DataError, RunExistsError
+    from .loading import load_model, load_points
     from .models import MLP, DeepLinear, balancedness, param_norm2, rebalance
     from .store import Run, load_run, run, runs
     from .tasks import Task, TaskSpec, make_task

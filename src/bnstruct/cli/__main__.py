@@ -1,0 +1,7 @@
+"""``python -m bnstruct.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

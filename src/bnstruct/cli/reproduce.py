@@ -1,0 +1,86 @@
+"""``bnstruct reproduce``: every claim's runs planned, trained, measured; the claims table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import ConfigError
+from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, out
+
+
+def reproduce_cmd(
+    quick: Annotated[bool, typer.Option("--quick", help="every claim on a 2-core CPU "
+                                        "(<= 15 min; the default)")] = False,
+    full: Annotated[bool, typer.Option("--full", help="the paper's scale (meant for a GPU)")
+                    ] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="tiny sizes, < 2 min: checks the "
+                                        "pipeline, exit 0 when every experiment ran")] = False,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="run only this experiment (repeatable)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="output directory (runs, figures, "
+                                          "claims.json/md, report.html)")] = Path("reproduce"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "cpu",
+    executor: Annotated[str, EXECUTOR] = "local",
+    address: Annotated[str | None, ADDRESS] = None,
+    cpus_per_task: Annotated[float, CPUS] = 1.0,
+    gpus_per_task: Annotated[float, GPUS] = 0.0,
+) -> None:
+    """Reproduce the paper's claims: a claims table with measured numbers, figures and an
+    HTML report. Every claim's training runs are planned first and trained together, then
+    each claim is measured. Exit 0 when every claim passes, 1 otherwise (the report is written
+    either way); with --smoke, 0 when every experiment ran to a verdict (no error)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from ..config import resolve_device
+    from ..experiments import EXPERIMENTS
+    from ..report import reproduce
+
+    if sum((quick, full, smoke)) > 1:
+        raise ConfigError("choose at most one of --quick, --full, --smoke")
+    mode = "full" if full else "smoke" if smoke else "quick"
+    resolve_device(device)
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "ray":
+        from ..executors._ray import require_ray
+
+        require_ray()
+    names = list(only) if only else list(EXPERIMENTS)
+    bad = [n for n in names if n not in EXPERIMENTS]
+    if bad:
+        raise ConfigError(f"unknown experiment(s) {bad}: choose from {', '.join(EXPERIMENTS)}")
+    bar = Progress(TextColumn("[bold]reproduce"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err)
+    with bar:
+        tid = bar.add_task("reproduce", total=len(names), info="")
+        claims = reproduce(
+            mode, out_dir, only=names, device=device,
+            on_start=lambda n: bar.update(tid, info=n),
+            on_note=lambda m: bar.update(tid, info=m),
+            on_done=lambda c: bar.advance(tid),
+            executor={"executor": executor, "address": address,
+                      "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task})
+    t = Table(title=f"bnstruct reproduce --{mode}: {sum(c.passed for c in claims)}/"
+                    f"{len(claims)} passed", header_style="bold", show_lines=True)
+    for col in ("claim", "verdict", "measured", "expected", "tolerance", "s"):
+        t.add_column(col, justify="right" if col == "s" else "left")
+    for c in claims:
+        word = "ERROR" if c.error is not None else c.outcome
+        style = "green" if c.passed else "red"
+        t.add_row(c.name, f"[{style}]{word}[/]", f"error: {c.error}" if c.error else c.measured,
+                  c.expected, c.tolerance, f"{c.seconds:.1f}")
+    out.print(t)
+    out.print(f"report: {out_dir / 'report.html'}", highlight=False)
+    if mode == "smoke":  # the pipeline ran: no experiment crashed
+        raise typer.Exit(0 if all(c.error is None for c in claims) else 1)
+    raise typer.Exit(0 if all(c.passed for c in claims) else 1)

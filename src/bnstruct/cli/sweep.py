@@ -1,0 +1,162 @@
+"""``bnstruct sweep``: a grid of runs trained by the executors, reusing the store's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..errors import ConfigError
+from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, grid_opt, num, out, ray_line
+
+
+def sweep_cmd(
+    spec: Annotated[Path | None, typer.Option(
+        help="TOML file of options (train's flag names with underscores; values: a scalar, a "
+             "list or a string like '0-4'); flags given here override it")] = None,
+    task: Annotated[str | None, grid_opt("task name(s)")] = None,
+    data: Annotated[Path | None, typer.Option(help=".npz data file (one; replaces --task)")
+                    ] = None,
+    model: Annotated[str | None, grid_opt("mlp | linear")] = None,
+    k: Annotated[str | None, grid_opt("bottleneck rank of the task")] = None,
+    n_train: Annotated[str | None, grid_opt("training points")] = None,
+    n_test: Annotated[str | None, grid_opt("test points")] = None,
+    d_in: Annotated[str | None, grid_opt("input dimension")] = None,
+    d_out: Annotated[str | None, grid_opt("output dimension")] = None,
+    data_seed: Annotated[str | None, grid_opt("seed of the task's data")] = None,
+    depth: Annotated[str | None, grid_opt("number of weight matrices L")] = None,
+    width: Annotated[str | None, grid_opt(
+        "hidden width; one network's per-layer list as 32x32x16")] = None,
+    lam: Annotated[str | None, grid_opt("penalty weight on ||theta||^2")] = None,
+    lr: Annotated[str | None, grid_opt("learning rate")] = None,
+    optimizer: Annotated[str | None, grid_opt("adam | gd")] = None,
+    steps: Annotated[str | None, grid_opt("total optimizer steps")] = None,
+    stage: Annotated[list[str] | None, typer.Option(
+        help="explicit stage OPT:LR:LAM:STEPS[:BATCH], repeatable (one stage list for "
+             "every run)")] = None,
+    seed: Annotated[str | None, grid_opt("seed of the init (and minibatches)")] = None,
+    dtype: Annotated[str | None, grid_opt("float32 | float64")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    log_every: Annotated[int | None, typer.Option(help="history row every N steps")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="checkpoint every N steps")
+                                ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="store directory")] = Path("runs"),
+    workers: Annotated[int | None, typer.Option(
+        help="parallel workers: this process and N-1 worker processes (default: one per "
+             "free core while there are batches for them)")
+                       ] = None,
+    max_batch: Annotated[int, typer.Option(help="at most N networks per batch")] = 64,
+    dry_run: Annotated[bool, typer.Option(help="list the runs, train nothing")] = False,
+    executor: Annotated[str, EXECUTOR] = "local",
+    address: Annotated[str | None, ADDRESS] = None,
+    cpus_per_task: Annotated[float, CPUS] = 1.0,
+    gpus_per_task: Annotated[float, GPUS] = 0.0,
+) -> None:
+    """Train a grid of runs (batched, in parallel), reusing those the store already has.
+
+    Example: bnstruct sweep --task composite --depth 8,12,16 --width 64 --seed 0-4
+    --lam 0.005,0.01 --steps 2000 --out runs"""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from ..executors import execute, plan_batches, worker_plan
+    from ..executors._ray import ExecutionFailed
+    from ..store import _check_writable, finished
+    from ..sweep import grid, load_spec
+
+    options: dict[str, object] = dict(load_spec(spec)) if spec is not None else {}
+    given = {"task": task, "data": str(data) if data is not None else None, "model": model,
+             "k": k, "n_train": n_train, "n_test": n_test, "d_in": d_in, "d_out": d_out,
+             "data_seed": data_seed, "depth": depth, "width": width, "lam": lam, "lr": lr,
+             "optimizer": optimizer, "steps": steps, "stage": stage or None, "seed": seed,
+             "dtype": dtype, "device": device, "log_every": log_every,
+             "checkpoint_every": checkpoint_every}
+    options.update({kk: v for kk, v in given.items() if v is not None})
+    if max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {max_batch}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "ray":
+        from ..executors._ray import require_ray
+
+        require_ray()
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    points = grid(options)
+    configs = [p.config for p in points]
+    reused = {c.default_name() for c in configs if finished(out_dir / c.default_name())}
+    todo = [c for c in configs if c.default_name() not in reused]
+    batches = plan_batches(todo, out_dir, max_batch=max_batch) if todo else []
+    n_workers, threads = worker_plan(len(batches), workers)
+    plan = (f"{len(configs)} run(s): {len(reused)} in the store, {len(todo)} to train in "
+            + (f"{len(batches)} batch(es) on {n_workers} worker(s) x {threads} thread(s)"
+               if executor == "local" else f"{len(batches)} batch(es)"
+               + ray_line(executor, address)))
+    if dry_run:
+        out.print(plan, highlight=False)
+        for c in configs:
+            tag = "  (in the store)" if c.default_name() in reused else ""
+            out.print(f"  {c.default_name()}{tag}", highlight=False)
+        return
+    _check_writable(out_dir)
+    err.print(plan, highlight=False)
+    t0 = time.perf_counter()
+    bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                   console=err, disable=not err.is_terminal, transient=True)
+    with bar:
+        tid = bar.add_task("sweep", total=len(configs))
+        failed: dict[str, str] = {}
+        try:
+            runs_: list[Any] = execute(
+                configs, out_dir, progress=lambda c: bar.advance(tid), workers=workers,
+                max_batch=max_batch, executor=executor, address=address,
+                cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
+        except ExecutionFailed as e:  # the others finished: table with the errors
+            failed = e.errors
+            runs_ = [e.runs.get(c.default_name()) or _FailedRun(c, e.errors[c.default_name()])
+                     for c in configs]
+    seconds = time.perf_counter() - t0
+    varying = [n for n in points[0].values if len({repr(p.values[n]) for p in points}) > 1]
+    t = Table(title=f"sweep into {out_dir}: {len(configs) - len(reused)} ran, {len(reused)} "
+                    f"reused, {sum(r.status == 'diverged' for r in runs_)} diverged "
+                    f"({seconds:.1f}s)", header_style="bold")
+    for col in ["run", *varying, "status", "rel_fit", "param_norm2", "seconds"]:
+        t.add_column(col, justify="left" if col in ("run", "status") else "right")
+    for p, r in zip(points, runs_, strict=True):
+        fin = r.summary["final"]
+        what = "reused" if r.path.name in reused else "ran"
+        status = r.status if r.status != "diverged" else (
+            f"[red]diverged@{r.summary.get('diverged_at')}[/]")
+        t.add_row(r.path.name, *[str(p.values[n]) for n in varying], f"{status} ({what})",
+                  num(fin.get("rel_fit"), ".3e"), num(fin.get("param_norm2"), ".2f"),
+                  f"{r.summary['seconds']:.1f}")
+    out.print(t)
+    if any(r.status == "interrupted" for r in runs_):
+        raise typer.Exit(130)
+    if failed:
+        err.print(f"{len(failed)} run(s) failed (see the table); the others are in the store",
+                  highlight=False)
+        raise typer.Exit(1)
+
+
+class _FailedRun:
+    """Stands for a run whose task failed in sweep's final table."""
+
+    def __init__(self, config: object, error: str) -> None:
+        from pathlib import PurePath
+
+        self.path = PurePath(config.default_name())  # type: ignore[attr-defined]
+        self.status = f"[red]failed: {error}[/]"
+        self.summary: dict[str, object] = {"final": {}, "seconds": 0.0}
+
