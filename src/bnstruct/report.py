@@ -249,9 +249,12 @@ def headline(claims: Sequence[Claim]) -> str:
     if errors:
         parts.append(f"{errors} error{'s' if errors != 1 else ''}")
     if found:
-        bad = sum(c.outcome != "reported" for c in found)
+        bad = [f"{n} {w}" for w, n in (
+            ("failed", sum(c.outcome == "FAIL" for c in found)),
+            ("error" if sum(c.outcome == "error" for c in found) == 1 else "errors",
+             sum(c.outcome == "error" for c in found))) if n]
         parts.append(f"{len(found)} finding{'s' if len(found) != 1 else ''}"
-                     + (f" ({bad} failed)" if bad else ""))
+                     + (f" ({', '.join(bad)})" if bad else ""))
     return ", ".join(parts)
 
 
