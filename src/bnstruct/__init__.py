@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "effective_rank": "diagnostics", "jacobian": "diagnostics", "log_pdet": "diagnostics",
     "ntk": "diagnostics", "ntk_max_eig": "diagnostics", "hessian_max_eig": "diagnostics",
     "bottleneck_bound": "diagnostics", "analyze": "diagnostics", "Analysis": "diagnostics",
+    "stationarity": "diagnostics",
     # errors
     "BnstructError": "errors", "ConfigError": "errors", "DataError": "errors",
     "RunExistsError": "errors",
@@ -56,6 +57,7 @@ __all__ = [
     # diagnostics (layer by layer, THEORY sections 3-4)
     "weight_spectra", "representations", "effective_rank", "jacobian", "log_pdet", "ntk",
     "ntk_max_eig", "hessian_max_eig", "bottleneck_bound", "analyze", "Analysis",
+    "stationarity",
     # errors
     "BnstructError", "ConfigError", "DataError", "RunExistsError",
     # a user's model and points from files
@@ -92,6 +94,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         ntk,
         ntk_max_eig,
         representations,
+        stationarity,
         weight_spectra,
     )
     from .errors import BnstructError, ConfigError, DataError, RunExistsError

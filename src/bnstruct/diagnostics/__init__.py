@@ -27,11 +27,14 @@ from ._ntk import ntk, ntk_max_eig
 from ._plots import plot_analysis
 from ._representations import representations
 from ._spectra import effective_rank, weight_spectra
+from ._stationarity import BALANCE_WARN, FIT_WARN, Stationarity, stationarity
 
 __all__ = [
     # measurements
     "weight_spectra", "effective_rank", "representations", "jacobian", "log_pdet", "ntk",
     "ntk_max_eig", "hessian_max_eig", "bottleneck_bound",
+    # when not to trust them: distance from a stationary point of the objective
+    "stationarity", "Stationarity", "BALANCE_WARN", "FIT_WARN",
     # the bottleneck rank
     "estimate_bottleneck_rank", "estimate_rep_bottleneck_rank", "BOTTLENECK_RANK_METHODS",
     # one cached evaluation, and the tables built from it

@@ -62,6 +62,7 @@ from ..conventions import (
 from ..errors import ConfigError, DataError
 from ._bottleneck import estimate_bottleneck_rank, estimate_rep_bottleneck_rank, skip_reason
 from ._evaluation import Evaluation, svdvals
+from ._stationarity import stationarity_summary
 
 __all__ = ["Analysis", "analyze", "THRESHOLDS", "LAYER_COLUMNS", "LAYER_PRODUCERS",
            "REP_COLUMNS", "THEORY_COLUMNS"]
@@ -385,7 +386,10 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     ``bound_slack_median``, ``balancedness_max``, ``ntk_trace_per_NL``
     (:math:`\sum_i \mathrm{tr}\,\Theta(x_i,x_i) / (NL)`), ``ntk_max_eig``,
     ``ntk_max_eig_per_NL``, ``pca_layer``, and when asked ``fit``, ``objective``,
-    ``hessian_max_eig``, ``two_over_lr``; ``thresholds``, ``conventions``.
+    ``hessian_max_eig``, ``two_over_lr``; for a chain with ``Y`` and ``lam`` also ``rel_fit``,
+    ``rel_grad``, ``rescaling_grad`` and ``warning``: ``None``, or why the net is not yet a
+    near-stationary point of its objective and its numbers should not be trusted
+    (:func:`~bnstruct.diagnostics.stationarity`); ``thresholds``, ``conventions``.
     """
     if hessian and (Y is None or lam is None):
         raise ConfigError("hessian=True needs the targets Y and the penalty lam")
@@ -432,6 +436,7 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     if ntk:
         summary.update(_ntk_summary(ev, L))
     summary.update(_objective_summary(ev, Y, lam, lr, hessian, norm2))
+    summary.update(stationarity_summary(model, X, Y, lam))
     pl, pca = _pca(c, run, cols["rep_erank_entropy"])
     summary["pca_layer"] = pl
     summary["thresholds"] = dict(THRESHOLDS)
