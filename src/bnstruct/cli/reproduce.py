@@ -12,6 +12,30 @@ from ..errors import ConfigError
 from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, out
 
 
+def closing(claims, mode: str, out_dir: Path) -> Table:
+    """What ``reproduce`` ends with: the headline, one line per claim (name, verdict, its key
+    number; cut with an ellipsis rather than wrapped when the terminal is narrower than a
+    line), and where the report and claims.md are."""
+    from rich import box
+
+    from ..report import headline, verdict_word
+
+    style = {"PASS": "green", "FAIL": "bold red", "FINDING": "blue", "ERROR": "bold red"}
+    t = Table(title=f"bnstruct reproduce --{mode}: {headline(claims)}", title_justify="left",
+              box=box.SIMPLE_HEAD, show_header=False, show_edge=False, pad_edge=False,
+              padding=(0, 1), caption=f"report: {out_dir / 'report.html'}\nclaims: "
+              f"{out_dir / 'claims.md'} (the full measurements and why a claim fails)",
+              caption_justify="left")
+    t.add_column("claim", no_wrap=True, min_width=max((len(c.name) for c in claims), default=5))
+    t.add_column("verdict", no_wrap=True, min_width=7)
+    t.add_column("key number", no_wrap=True, overflow="ellipsis")
+    for c in claims:
+        w = verdict_word(c)
+        t.add_row(c.name, f"[{style[w]}]{w}[/]",
+                  f"error: {c.error}" if c.error is not None else (c.key or "-"))
+    return t
+
+
 def reproduce_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="every claim on a 2-core CPU "
                                         "(<= 15 min; the default)")] = False,
@@ -70,17 +94,7 @@ def reproduce_cmd(
             on_done=lambda c: bar.advance(tid),
             executor={"executor": executor, "address": address,
                       "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task})
-    t = Table(title=f"bnstruct reproduce --{mode}: {sum(c.passed for c in claims)}/"
-                    f"{len(claims)} passed", header_style="bold", show_lines=True)
-    for col in ("claim", "verdict", "measured", "expected", "tolerance", "s"):
-        t.add_column(col, justify="right" if col == "s" else "left")
-    for c in claims:
-        word = "ERROR" if c.error is not None else c.outcome
-        style = "green" if c.passed else "red"
-        t.add_row(c.name, f"[{style}]{word}[/]", f"error: {c.error}" if c.error else c.measured,
-                  c.expected, c.tolerance, f"{c.seconds:.1f}")
-    out.print(t)
-    out.print(f"report: {out_dir / 'report.html'}", highlight=False)
+    out.print(closing(claims, mode, out_dir))
     if mode == "smoke":  # the pipeline ran: no experiment crashed
         raise typer.Exit(0 if all(c.error is None for c in claims) else 1)
     raise typer.Exit(0 if all(c.passed for c in claims) else 1)

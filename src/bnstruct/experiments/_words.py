@@ -26,10 +26,11 @@ def almost_all_why(aa: AlmostAll, what: str) -> list[str]:
 
 
 def almost_all_key(aa: AlmostAll) -> str:
-    """The two numbers of an "almost all layers" check, one line."""
-    return (f"off-count slope {aa.slope:+.2f} ± {aa.slope_err:.2f}, on-fraction "
-            f"{aa.deepest_min_fraction:.2f} at L = {aa.deepest}")
+    """The two numbers of an "almost all layers" check, one line: the slope of the count of
+    layers off the property against L (± SE) and the smallest on-fraction at the deepest L."""
+    return (f"off-slope {aa.slope:+.2f} ± {aa.slope_err:.2f}; on "
+            f"{aa.deepest_min_fraction:.2f} at L={aa.deepest}")
 
 
 def almost_all_bound() -> str:
-    return f"slope + 2 SE < {MAX_OFF_GROWTH:g}, on-fraction >= {ON_MIN:g}"
+    return f"off-slope + 2 SE < {MAX_OFF_GROWTH:g}; on-fraction >= {ON_MIN:g}"

@@ -131,7 +131,7 @@ def verdict(res: Result, cfg: Config) -> Claim:
     broken = int((~np.isfinite(n["min_slack"].to_numpy(float))).sum()) if len(n) else 0
     return Claim(
         NAME, statement(cfg), measured=per,
-        key=(f"bottleneck energy rank {ranks}; min slack "
+        key=(f"energy rank {ranks}; min slack "
              f"{float(n['min_slack'].min(skipna=False)) if len(n) else float('nan'):.2f}"),
         bound="(finding: no predicted rank); slack >= 0",
         checked=("On scikit-learn's 8x8 digits (a real task of unknown bottleneck rank) the "

@@ -385,9 +385,9 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
     worst_sat = max((x["slope_deep"] for x in sat.values()), default=float("nan"))
     return Claim(
         NAME, statement(cfg),
-        key=(f"max NTK/(NL) * c = {max_c:.2f}; deeper-half slope up to {worst_sat:.2f}; "
-             f"small-lr slope {req['slope']:.2f}"),
-        bound=(f"<= {1 + REL_TOL:g}; < {SAT_SLOPE:g}; > large-lr slope "
+        key=(f"max NTK/(NL)*c {max_c:.2f}; deeper slope up to {worst_sat:.2f}; small lr "
+             f"{req['slope']:.2f}"),
+        bound=(f"<= {1 + REL_TOL:g}; < {SAT_SLOPE:g}; small-lr slope - 2 SE > large-lr slope "
                f"{req['control_slope_max']:.2f}"),
         checked=("Gradient descent with learning rate c/L keeps the NTK's top eigenvalue "
                  "below N L / c at every depth, with a sharpness at most 2/lr, and the NTK "

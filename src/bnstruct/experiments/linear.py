@@ -137,7 +137,7 @@ def verdict(res: Result, cfg: Config) -> Claim:
                    f"{where} (tolerance {100 * SV_RTOL:g}%): the layers are not yet balanced")
     return Claim(
         NAME, statement(cfg), kind=KIND,
-        key=(f"worst cost error {100 * worst_cost:.2g}%, worst layer singular value error "
+        key=(f"worst cost error {100 * worst_cost:.2g}%, singular values "
              f"{100 * worst_sv:.2g}%"),
         bound=f"<= {100 * COST_RTOL:g}% and <= {100 * SV_RTOL:g}%",
         checked=("Deep linear nets trained with weight decay reach the closed-form minimal "

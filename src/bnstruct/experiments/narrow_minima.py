@@ -119,7 +119,7 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
            f"{float(r['ratio'].min()):.3g} times the rank-k net's (needs {MIN_RATIO:g})")
     return Claim(
         NAME, statement(cfg),
-        key=(f"NTK ratio rank 1 / rank k: {fmt_mean_se(r['ratio'], '.3g')}, smallest "
+        key=(f"NTK ratio rank 1 / rank k {fmt_mean_se(r['ratio'], '.3g')}, smallest "
              f"{float(r['ratio'].min()) if len(r) else float('nan'):.3g}"),
         bound=f">= {MIN_RATIO:g} for every seed",
         checked=("A net forced through a rank-1 bottleneck on a rank-k task sits in a much "

@@ -62,7 +62,7 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                    f"{SLOPE_TOL:g}")
     return Claim(
         NAME, statement(cfg),
-        key=(f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} over {len(nets)} nets "
+        key=(f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} "
              f"(|R0_hat - {res.k}| + 2 SE = {abs(fit.R0 - res.k) + err:.2f})"),
         bound=f"<= {SLOPE_TOL:g}, >= {MIN_DEPTHS} depths",
         checked=(f"The squared parameter norm of the trained ReLU nets grows linearly in depth "

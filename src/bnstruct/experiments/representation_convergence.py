@@ -214,9 +214,9 @@ def verdict(res: Result, cfg: Config) -> Claim:
            f"{slope + N_SE * se:.2f} is not below 0")
     return Claim(
         NAME, statement(cfg),
-        key=(f"log-log slope of 1 - CKA against L {slope:.2f} ± {se:.2f} (slope + {N_SE:g} "
-             f"SE = {slope + N_SE * se:.2f})"),
-        bound=f"slope + {N_SE:g} SE < 0",
+        key=(f"slope of 1 - CKA vs L {slope:.2f} ± {se:.2f} (slope + {N_SE:g} SE = "
+             f"{slope + N_SE * se:.2f})"),
+        bound=f"slope + {N_SE:g} SE < 0 (log-log)",
         checked=("Consecutive middle-layer representations differ less and less as the depth "
                  "grows (median 1 - CKA between layers l and l+1 falls with L)."),
         why="" if passed else why,

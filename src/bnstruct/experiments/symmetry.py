@@ -205,8 +205,8 @@ def verdict(res: Result, cfg: Config) -> Claim:
     passed = bool(rank_ok and inv_ok and r2_ok)
     return Claim(
         NAME, statement(cfg), kind=KIND,
-        key=(f"energy ranks {', '.join(map(str, t['rank']))}; max change "
-             f"{float(pct['change_axis'].max()) if len(t) else float('nan'):.2g}%; min R^2 "
+        key=(f"energy ranks {', '.join(map(str, t['rank']))}; change <= "
+             f"{float(pct['change_axis'].max()) if len(t) else float('nan'):.2g}%; R^2 >= "
              f"{float(t[['r2_r', 'r2_x3']].min().min()) if len(t) else float('nan'):.2f}"),
         bound=f"rank 2; <= {100 * MAX_CHANGE:g}%; >= {MIN_R2:g}",
         checked=("On a task invariant under rotations about one axis, the bottleneck layer's "

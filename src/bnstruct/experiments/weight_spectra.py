@@ -156,7 +156,7 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
     passed = growth_ok and deep_ok and bounded_ok
     return Claim(
         NAME, statement(cfg),
-        key=(f"{almost_all_key(aa)}; max s_{k + 1} sqrt(L) {float(worst['scaled']):.2g}"),
+        key=(f"{almost_all_key(aa)}; max s{k + 1}*sqrt(L) {float(worst['scaled']):.2g}"),
         bound=f"{almost_all_bound()}; <= sqrt(C_min) = {bound:.2g}",
         checked=(f"In almost all layers the weight matrix has exactly {k} singular values near "
                  f"1 and the others small (the count of layers off this structure does not "
