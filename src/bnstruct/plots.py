@@ -42,6 +42,8 @@ __all__ = [
     "weight_spectra_figure", "weight_structure_figure", "rep_rank_figure", "bound_figure",
     "learning_rate_figure", "representation_convergence_figure",
     "narrow_minima_figure", "symmetry_figure", "digits_figure",
+    # training curves
+    "draw_history", "history_figure",
 ]
 
 #: rank columns of analyze's table drawn by :func:`draw_rank_profile` by default
@@ -616,4 +618,52 @@ def digits_figure(layers: pd.DataFrame, nets: pd.DataFrame, path: Path) -> Path:
     a.legend(fontsize=7)
     draw_rank_over_seeds(b, layers, "rep_erank_participation", labels=labels)
     b.set_title("digits: participation ratio")
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- training curves
+
+#: the history columns :func:`history_figure` draws, with their axis labels and scales
+HISTORY_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("objective", r"objective $\frac{1}{N}\sum\|f-y\|^2 + \lambda\|\theta\|^2$", "log"),
+    ("rel_fit", r"relative fit $\sum\|f-y\|^2 / \sum\|y\|^2$", "log"),
+    ("param_norm2", r"$\|\theta\|^2$", "linear"),
+)
+
+
+def draw_history(ax: Axes, history: pd.DataFrame, column: str, *, label: str | None = None,
+                 color: Any = "C0", stages: bool = True, stage_labels: bool = True,
+                 label_row: int = 0) -> None:
+    """One history column of a run (``history.csv``: one row per logged step) against the
+    step; with ``stages``, a dotted vertical line where each stage after the first begins,
+    labelled ``stage n`` (``stage_labels``; ``label_row``: the row of text below the top, so
+    the labels of several runs do not overlap)."""
+    ax.plot(history["step"], history[column], "-", lw=1.3, color=color, label=label)
+    if stages and "stage" in history and len(history):
+        st = history["stage"].to_numpy()
+        for i in np.flatnonzero(np.diff(st) != 0) + 1:
+            x = float(history["step"].iloc[i - 1])
+            ax.axvline(x, color=color, ls=":", lw=1)
+            if stage_labels:
+                ax.annotate(f"stage {int(st[i]) + 1}", (x, 1),
+                            xycoords=("data", "axes fraction"), xytext=(3, -3 - 10 * label_row),
+                            textcoords="offset points", va="top", fontsize=7, color=color)
+
+
+def history_figure(histories: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
+    """Training curves of one or more runs (name -> history): the objective, the relative
+    fit and :math:`\\|\\theta\\|^2` against the step (one panel each, stacked, stage
+    boundaries dotted), one colour per run."""
+    fig = new_figure((8, 2.7 * len(HISTORY_PANELS)))
+    axes = fig.subplots(len(HISTORY_PANELS), 1, sharex=True)
+    cols = _colors(len(histories)) if len(histories) > 1 else ["C0"]
+    for j, (ax, (col, ylabel, scale)) in enumerate(zip(axes, HISTORY_PANELS, strict=True)):
+        for i, (c, (name, h)) in enumerate(zip(cols, histories.items(), strict=True)):
+            if col in h:
+                draw_history(ax, h, col, label=name, color=c, stage_labels=j == 0,
+                             label_row=i)
+        ax.set_yscale(scale)
+        ax.set_ylabel(ylabel)
+    axes[-1].set_xlabel("step")
+    axes[0].legend(fontsize=7, loc="upper right")
     return save_figure(fig, path)

@@ -115,8 +115,7 @@ def stationarity(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, lam: float,
     warning = None
     if msgs:
         warning = ("not converged, do not trust the bottleneck numbers yet: "
-                   + "; ".join(msgs) + " (train longer, e.g. bnstruct train --resume with more "
-                   "steps)")
+                   + "; ".join(msgs) + " (train with more steps)")
     return Stationarity(g, pn, rel, bal, rel_fit, lam, warning)
 
 
