@@ -6,34 +6,32 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from ..errors import ConfigError
 from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, out
 
 
-def closing(claims, mode: str, out_dir: Path) -> Table:
+def closing(claims, mode: str, out_dir: Path, width: int | None = None) -> list[Text]:
     """What ``reproduce`` ends with: the headline, one line per claim (name, verdict, its key
-    number; cut with an ellipsis rather than wrapped when the terminal is narrower than a
-    line), and where the report and claims.md are."""
-    from rich import box
-
+    number; cut with an ellipsis at ``width``, default the terminal's, never wrapped), and
+    where the report and claims.md are."""
     from ..report import headline, verdict_word
 
+    width = width or out.width
     style = {"PASS": "green", "FAIL": "bold red", "FINDING": "blue", "ERROR": "bold red"}
-    t = Table(title=f"bnstruct reproduce --{mode}: {headline(claims)}", title_justify="left",
-              box=box.SIMPLE_HEAD, show_header=False, show_edge=False, pad_edge=False,
-              padding=(0, 1), caption=f"report: {out_dir / 'report.html'}\nclaims: "
-              f"{out_dir / 'claims.md'} (the full measurements and why a claim fails)",
-              caption_justify="left")
-    t.add_column("claim", no_wrap=True, min_width=max((len(c.name) for c in claims), default=5))
-    t.add_column("verdict", no_wrap=True, min_width=7)
-    t.add_column("key number", no_wrap=True, overflow="ellipsis")
+    pad = max((len(c.name) for c in claims), default=0)
+    lines = [Text(f"bnstruct reproduce --{mode}: {headline(claims)}", style="bold")]
     for c in claims:
         w = verdict_word(c)
-        t.add_row(c.name, f"[{style[w]}]{w}[/]",
-                  f"error: {c.error}" if c.error is not None else (c.key or "-"))
-    return t
+        line = Text.assemble(c.name.ljust(pad), "  ", (w.ljust(7), style[w]), "  ",
+                             f"error: {c.error}" if c.error is not None else (c.key or "-"))
+        line.truncate(width, overflow="ellipsis")
+        lines.append(line)
+    lines += [Text(f"report: {out_dir / 'report.html'}"),
+              Text(f"claims: {out_dir / 'claims.md'} (the full measurements, and why a claim "
+                   "fails)")]
+    return lines
 
 
 def reproduce_cmd(
@@ -94,7 +92,8 @@ def reproduce_cmd(
             on_done=lambda c: bar.advance(tid),
             executor={"executor": executor, "address": address,
                       "cpus_per_task": cpus_per_task, "gpus_per_task": gpus_per_task})
-    out.print(closing(claims, mode, out_dir))
+    for line in closing(claims, mode, out_dir):
+        out.print(line, highlight=False)
     if mode == "smoke":  # the pipeline ran: no experiment crashed
         raise typer.Exit(0 if all(c.error is None for c in claims) else 1)
     raise typer.Exit(0 if all(c.passed for c in claims) else 1)
