@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     # runs and the store
     "ModelSpec": "config", "RunConfig": "config", "run": "store", "Run": "store",
     "load_run": "store", "runs": "store",
-    # diagnostics (layer by layer, THEORY sections 3-4)
+    # diagnostics (layer by layer, docs/theory.md, sections 4-6)
     "weight_spectra": "diagnostics", "representations": "diagnostics",
     "effective_rank": "diagnostics", "jacobian": "diagnostics", "log_pdet": "diagnostics",
     "ntk": "diagnostics", "ntk_max_eig": "diagnostics", "hessian_max_eig": "diagnostics",
@@ -54,7 +54,7 @@ __all__ = [
     "ModelSpec", "RunConfig", "run", "Run", "load_run", "runs",
     # conventions, closed forms and estimators (linear costs, R0/R1/R2, depth fits)
     "conventions", "theory",
-    # diagnostics (layer by layer, THEORY sections 3-4)
+    # diagnostics (layer by layer, docs/theory.md, sections 4-6)
     "weight_spectra", "representations", "effective_rank", "jacobian", "log_pdet", "ntk",
     "ntk_max_eig", "hessian_max_eig", "bottleneck_bound", "analyze", "Analysis",
     "stationarity",

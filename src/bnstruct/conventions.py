@@ -1,4 +1,4 @@
-r"""The one place where bnstruct's conventions are defined (THEORY sections 1, 3 and 6).
+r"""The one place where bnstruct's conventions are defined (docs/theory.md, sections 1, 4 and 8).
 
 Every table, claim, estimator and figure imports its definitions from here, so a number means
 the same thing in ``bnstruct analyze``, in ``claims.json`` and in :mod:`bnstruct.theory`.
@@ -209,7 +209,7 @@ def summary() -> dict[str, Any]:
 
 
 #: a representation is "approximately k-dimensional" when at most this share of its centered
-#: energy lies outside its top-k principal subspace (THEORY 6, prediction 4)
+#: energy lies outside its top-k principal subspace (docs/theory.md#claim-representation-rank)
 ENERGY_TOL: float = 0.01
 
 

@@ -1,4 +1,5 @@
-"""Layer-by-layer diagnostics of a network (THEORY sections 3-4), one module per measurement.
+"""Layer-by-layer diagnostics of a network (docs/theory.md, sections 4-6), one module per
+measurement.
 
 Any ``nn.Module`` whose forward is a function of a batch ``X`` is accepted: chains (MLP,
 DeepLinear, nested ``nn.Sequential`` of Linear/ReLU/LeakyReLU/Identity/Dropout) take the

@@ -1,9 +1,9 @@
 r"""The bottleneck-rank estimate of a trained chain from its weight spectra.
 
 :func:`estimate_bottleneck_rank` reads the rank ``k`` the way the theory predicts it shows
-(THEORY sections 3 and 6): most weight matrices have ``k`` singular values near 1 and the rest
-small, so the spectrum of ``W_l`` has its largest gap after ``s_k``. Three methods, tried in
-order, the one used is returned with its description:
+(docs/theory.md, sections 4-5 and 8): most weight matrices have ``k`` singular values near 1
+and the rest small, so the spectrum of ``W_l`` has its largest gap after ``s_k``. Three
+methods, tried in order, the one used is returned with its description:
 
 - ``"weight-gap-min"``: the smallest :func:`~bnstruct.conventions.gap_rank` shared by at least
   two consecutive interior layers (:func:`~bnstruct.conventions.interior_layers`) whose gap is

@@ -1,4 +1,4 @@
-"""One module per claim of the paper (THEORY section 6), each implementing the
+"""One module per claim of the paper (docs/theory.md#claims), each implementing the
 :class:`~bnstruct.experiments._protocol.Experiment` protocol: ``NAME``, ``KIND``
 (``"claim"`` | ``"finding"``), ``CONFIGS`` (a frozen config per mode: ``smoke`` | ``quick`` |
 ``full``), ``statement(cfg)``, ``plan(cfg)``, ``measure(cfg, runs, *, memo=None)``,

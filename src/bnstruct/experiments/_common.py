@@ -2,7 +2,7 @@ r"""What every experiment shares: the :class:`Claim` record, the mode names, the
 configs, the explicit per-reproduce :class:`Memo`, and the composite depth sweep that claims
 2-5 (and 7) read.
 
-Conventions (THEORY sections 1 and 3; defined once in :mod:`bnstruct.conventions`):
+Conventions (docs/theory.md, sections 1 and 4; defined once in :mod:`bnstruct.conventions`):
 
 - ``lam`` multiplies :math:`\|\theta\|^2` (biases included); PyTorch's ``weight_decay = 2 lam``.
 - Training runs in float32 (speed); every measurement is taken in float64 on the stored weights.
@@ -361,8 +361,9 @@ SWEEPS: dict[str, SweepConfig] = {
     "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam=0.01, steps=6000,
                          steps_per_layer=250, seeds=(0, 1, 2)),
     # full: the paper's width (200) and depth (25; 2305.19008's first experiment), the
-    # follow-ups' final penalty (THEORY 5: weight decay warm-up to 0.005; here lam = 0.005),
-    # sized to train with everything else in <= 60 min on a 2-core CPU (4 depths x 3 seeds)
+    # follow-ups' final penalty (docs/theory.md#setups: weight decay warm-up to 0.005; here
+    # lam = 0.005), sized to train with everything else in <= 60 min on a 2-core CPU (4 depths
+    # x 3 seeds)
     "full": SweepConfig(depths=(10, 15, 20, 25), width=200, lam=0.005, steps=8000,
                         steps_per_layer=200, seeds=(0, 1, 2)),
 }
@@ -370,9 +371,10 @@ SWEEPS: dict[str, SweepConfig] = {
 
 # --------------------------------------------------------------------------- "almost all layers"
 
-#: "almost all layers" at finite depth (claims 3 and 4; THEORY 6 reads it as a limit: the
-#: number of layers where a statement fails stays bounded as L grows). The smallest fraction
-#: of a net's layers that must satisfy it at the deepest depth: up to a quarter of the layers
+#: "almost all layers" at finite depth (claims 3 and 4; docs/theory.md (section 5) reads it as
+#: a limit: the number of layers where a statement fails stays bounded as L grows). The
+#: smallest fraction of a net's layers that must satisfy it at the deepest depth: up to a
+#: quarter of the layers
 #: (the ends, where the net does its nonlinear work in more dimensions) may fail. Fixed before
 #: any v2 run.
 ON_MIN = 0.75

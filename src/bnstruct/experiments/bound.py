@@ -1,4 +1,4 @@
-r"""Claim 5 (`bound`): the bottleneck inequality of THEORY 3 holds with non-negative slack for
+r"""Claim 5 (`bound`): the bottleneck inequality holds with non-negative slack for
 every trained net (every depth and seed) and every training point; ``c1 = param_norm2 - kL``
 is reported per depth, mean ± standard error over seeds (the theory's regime is
 ``c1 = O(1)``)."""
@@ -25,7 +25,7 @@ CONFIGS = SWEEPS
 
 
 def statement(cfg: SweepConfig) -> str:
-    return (f"on {cfg.describe()}: the inequality of THEORY 3 holds with non-negative slack for "
+    return (f"on {cfg.describe()}: the bottleneck inequality holds with non-negative slack for "
             "every trained net and data point; its slack and c1 = param_norm2 - kL are "
             "reported per depth")
 

@@ -1,5 +1,5 @@
 r"""Claim 6 (`learning-rate`, v2): full-batch gradient descent at ``lr = c / L`` keeps the NTK
-O(L), and a small learning rate does not (THEORY 4, prediction 6).
+O(L), and a small learning rate does not (docs/theory.md#claim-learning-rate).
 
 At a minimum the Hessian of the objective is about :math:`\frac2N J^T J + 2\lambda I`, so GD
 is stable only if :math:`\lambda_{max}(\Theta)/N \lesssim 1/\mathrm{lr} = L/c`, i.e.

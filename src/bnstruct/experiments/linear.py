@@ -1,9 +1,10 @@
 r"""Claim 1 (`linear`): deep linear nets trained with L2 reach the closed-form cost of their
 own end-to-end matrix, and every layer's nonzero singular values are :math:`s_i(A)^{1/L}`.
 
-THEORY 2: :math:`R(A; L) = L \sum_i s_i(A)^{2/L}`, attained only by balanced factors whose
-singular values are :math:`s_i(A)^{1/L}`. Any critical point of the L2-regularized loss of a
-deep linear net is such a factorization of its end-to-end matrix ``A = W_L ... W_1``.
+docs/theory.md#linear-maps: :math:`R(A; L) = L \sum_i s_i(A)^{2/L}`, attained only by
+balanced factors whose singular values are :math:`s_i(A)^{1/L}`. Any critical point of the
+L2-regularized loss of a deep linear net is such a factorization of its end-to-end matrix
+``A = W_L ... W_1``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 r"""Claim 7 (`narrow-minima`): a solution that under-estimates the rank has a much larger NTK
-than the rank-k solution of the same task at the same depth (THEORY 4, prediction 7).
+than the rank-k solution of the same task at the same depth (docs/theory.md#claim-narrow-minima).
 
 The rank-k net is the sweep's net at ``depth`` (width ``w``; the same run config, so the
 sweep's run is reused); the rank-1 net has the same depth, width and recipe but one hidden

@@ -1,6 +1,6 @@
 r"""Claim 2 (`norm-vs-depth`): :math:`\|\theta\|^2` of trained ReLU nets grows linearly in
-``L`` with slope :math:`R_0 \approx` ``Rank_BN`` of the task (THEORY 2, prediction 2); the
-intercept estimates :math:`R_1`, which bounds :math:`2 \log|Jf(x)|_k` at data points.
+``L`` with slope :math:`R_0 \approx` ``Rank_BN`` of the task (docs/theory.md#claim-norm-vs-depth);
+the intercept estimates :math:`R_1`, which bounds :math:`2 \log|Jf(x)|_k` at data points.
 
 The fit is ordinary least squares over every net of the sweep (all depths and seeds), so its
 standard errors include the seed-to-seed spread. The verdict uses the error bar: the whole

@@ -1,6 +1,6 @@
 r"""Claim 10 (`representation-convergence`): an O(L) NTK "guarantees infinite depth convergence
-of the representations of almost all layers" (THEORY 4, prediction 9): as L grows,
-consecutive middle-layer representations differ less and less.
+of the representations of almost all layers" (docs/theory.md#claim-representation-convergence): as
+L grows, consecutive middle-layer representations differ less and less.
 
 Nets: the composite depth sweep of claims 2-5 (:data:`~bnstruct.experiments._common.SWEEPS`;
 the same run configs, trained once), trained with Adam at the sweep's lr. These are not

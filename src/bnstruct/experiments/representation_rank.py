@@ -1,6 +1,6 @@
 r"""Claim 4 (`representation-rank`, v2): almost all hidden representations are approximately
-k-dimensional, and near the input and the output the dimension is higher (THEORY 3,
-prediction 4; the paper: "provided the NTK is O(L)").
+k-dimensional, and near the input and the output the dimension is higher
+(docs/theory.md#claim-representation-rank; the paper: "provided the NTK is O(L)").
 
 "Approximately k-dimensional" (:func:`~bnstruct.conventions.energy_rank`, one convention for
 analyze, the bottleneck estimate and this claim): the centered representation

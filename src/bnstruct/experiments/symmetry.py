@@ -1,7 +1,7 @@
 r"""Claim 8 (`symmetry`): on the ``symmetry`` task (:math:`y = h(\sqrt{x_1^2+x_2^2}, x_3)`,
 invariant under rotations about the third axis) the bottleneck layer's representation
 has effective rank 2, is invariant under those rotations, and its coordinates determine the
-two invariants (THEORY 1, prediction 8).
+two invariants (docs/theory.md#claim-symmetry).
 
 - Bottleneck layer: the hidden layer (``l < L``) among the middle layers with the smallest
   ``rep_energy_rank`` (:func:`~bnstruct.conventions.energy_rank` of the centered

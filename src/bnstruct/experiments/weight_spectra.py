@@ -1,8 +1,8 @@
 r"""Claim 3 (`weight-spectra`, v2): almost all weight matrices have k singular values close to
-1 and the others :math:`O(L^{-1/2})` (THEORY 3 and prediction 3), checked as the paper states
-it: a limit statement about *almost all* layers and an *upper bound* on the small values.
+1 and the others :math:`O(L^{-1/2})` (docs/theory.md#claim-weight-spectra), checked as the paper
+states it: a limit statement about *almost all* layers and an *upper bound* on the small values.
 
-The theorem (THEORY 3) gives, for every net and point,
+The theorem (docs/theory.md#bottleneck-inequality) gives, for every net and point,
 :math:`\sum_\ell s_{k+1}(W_\ell)^2 \le C := c_1 - 2\log|Jf(x)|_k`; with ``C = O(1)`` at most
 ``C / eps^2`` layers have :math:`s_{k+1} > \epsilon`. Per net (the tightest point: ``C = c1 -
 max_x 2 log|Jf(x)|_k``, from analyze's summary) this claim measures, over **all** ``L``

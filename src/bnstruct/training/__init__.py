@@ -10,7 +10,7 @@ r"""L2-regularized training in stages: one step, a stage runner, a saved state, 
 - :mod:`._progress`: observers of the rows (progress bar, callback);
 - :mod:`._batched`: :func:`train_batched`, many networks of one shape in one batched step.
 
-Objective (THEORY section 1), biases included:
+Objective (docs/theory.md#objects), biases included:
 
 .. math::
 
