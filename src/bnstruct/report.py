@@ -289,7 +289,7 @@ def _anchor(name: str) -> str:
 def _markdown(claims: Sequence[Claim], meta: dict[str, Any], out: Path) -> str:
     lines = [f"# bnstruct reproduce --{meta['mode']}", "",
              f"**{headline(claims)}**. {_run_note(meta)}. Definitions and the claims as "
-             f"tested: [{THEORY_DOC}]({THEORY_DOC}) in the bnstruct repository.", "",
+             f"tested: `{THEORY_DOC}` in the bnstruct repository.", "",
              "| claim | verdict | key number | bound |", "| --- | --- | --- | --- |"]
     for c in claims:
         key = f"error: {c.error}" if c.error is not None else (c.key or "-")

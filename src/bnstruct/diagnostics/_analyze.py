@@ -134,6 +134,16 @@ class Analysis:
         out: dict[str, Any] = jsonable(d)
         return out
 
+    def __repr__(self) -> str:
+        from ._display import analysis_repr
+
+        return analysis_repr(self)
+
+    def _repr_html_(self) -> str:
+        from ._display import analysis_html
+
+        return analysis_html(self)
+
     def plot(self, path: Any = None, *, color: Any = None, color_label: str = "") -> Any:
         """The paper's figures for this network (see :func:`bnstruct.diagnostics.plot_analysis`);
         returns a ``matplotlib.figure.Figure``, saved to ``path`` when given. ``color``: one
