@@ -600,7 +600,7 @@ def symmetry_figure(pca: np.ndarray, inv: np.ndarray, layer: int, layers: pd.Dat
                         label="participation ratio (reported)")
     axes[2].axhline(2, color="k", ls=":", lw=1, label="k = 2")
     axes[2].set(xlabel="layer l", ylabel="rank of the centered representation",
-                title="bottleneck: energy rank 2")
+                title="energy rank per layer (verdict: 2 at the bottleneck)")
     axes[2].set_ylim(bottom=0)
     axes[2].legend(fontsize=7)
     return save_figure(fig, path)

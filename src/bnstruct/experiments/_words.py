@@ -16,8 +16,8 @@ def almost_all_why(aa: AlmostAll, what: str) -> list[str]:
     out = []
     if not aa.growth_ok:
         out.append(f"the number of layers off {what} grows with depth (slope "
-                   f"{aa.slope:+.2f} ± {aa.slope_err:.2f} per unit of L; two standard errors "
-                   f"above it must stay below {MAX_OFF_GROWTH:g})")
+                   f"{aa.slope:+.2f} ± {aa.slope_err:.2f} per unit of L; the slope plus two "
+                   f"standard errors must stay below {MAX_OFF_GROWTH:g})")
     if not aa.deepest_ok:
         out.append(f"at the deepest L = {aa.deepest} a net has only "
                    f"{aa.deepest_min_fraction:.0%} of its layers on {what} (needs "

@@ -128,7 +128,9 @@ def verdict(res: Result, cfg: Config) -> Claim:
     ranks = ", ".join(f"L={int(L)}: {fmt_mean_se(g['rep_energy_rank_middle'], '.2g')}"
                       for L, g in n.groupby("depth")) if len(n) else "none"
     ok = bool(len(n) and n["slack_ok"].all())
-    broken = int((~np.isfinite(n["min_slack"].to_numpy(float))).sum()) if len(n) else 0
+    bad = n[~n["slack_ok"].astype(bool)] if len(n) else n
+    negative = int((bad["min_slack"].to_numpy(float) < -ROUNDOFF * bad["param_norm2"]
+                    .to_numpy(float)).sum()) if len(bad) else 0
     return Claim(
         NAME, statement(cfg), measured=per,
         key=(f"energy rank {ranks}; min slack "
@@ -138,9 +140,10 @@ def verdict(res: Result, cfg: Config) -> Claim:
                  "middle layers' energy rank is reported, and the bottleneck inequality is "
                  "checked at every point."),
         why="" if ok else ("no net to measure" if not len(n) else
-                           f"{broken} net(s) have a slack that is not finite (NaN or -inf: a "
-                           "broken measurement, e.g. a collapsed net)" if broken else
-                           "the bottleneck inequality is violated (negative slack) in a net"),
+                           f"the bottleneck inequality is violated (negative slack) in {negative} "
+                           "net(s)" if negative else
+                           f"{len(bad)} net(s) have a NaN or -inf slack at some point (a broken "
+                           "measurement, e.g. a collapsed net)"),
         expected="(finding) a low bottleneck rank; bound holds",
         tolerance=f"bound slack >= -{ROUNDOFF:g} param_norm2 (theorem, float64 round-off), "
                   "every net",
