@@ -276,7 +276,7 @@ def test_representation_convergence_smoke_pipeline(tmp_path, one_thread):
     """Train the smoke sweep, measure, judge, draw; the per-net median d against an
     independent NumPy forward pass and the HSIC-form CKA."""
     from bnstruct.executors import execute
-    from bnstruct.experiments._common import Memo
+    from bnstruct.experiments._records import Memo
 
     cfg = representation_convergence.CONFIGS["smoke"]
     runs = execute(representation_convergence.plan(cfg), tmp_path / "runs", workers=1)

@@ -14,8 +14,9 @@ from cases import NET_CASES, build
 from torch import nn
 
 import bnstruct as bn
-from bnstruct.diagnostics import Evaluation, estimate_bottleneck_rank
-from bnstruct.diagnostics import _evaluation as evmod
+from bnstruct.conventions import bottleneck_rank
+from bnstruct.diagnostics import Evaluation
+from bnstruct.diagnostics import _chain_evaluation as evmod
 from bnstruct.diagnostics import reference as ref
 from bnstruct.testing import assert_close
 
@@ -223,26 +224,26 @@ FLAT = [1.0, 0.9, 0.8, 0.7]  # no clear gap
     # skipped layers (one value, zero weights) never count
     ([[2.0], [0.0, 0.0, 0.0], FLAT, [3.0]], 1, 1, "jacobian-rank"),
 ])
-def test_estimate_bottleneck_rank_every_branch(spectra, jrank, k, method):
-    got_k, got_method = estimate_bottleneck_rank([np.array(s) for s in spectra],
+def test_bottleneck_rank_every_branch(spectra, jrank, k, method):
+    got_k, got_method = bottleneck_rank([np.array(s) for s in spectra],
                                                  jacobian_rank=jrank)
     assert (got_k, got_method.split(":")[0]) == (k, method)
-    assert got_method.split(":")[0] in bn.diagnostics.BOTTLENECK_RANK_METHODS
+    assert got_method.split(":")[0] in bn.conventions.BOTTLENECK_RANK_METHODS
 
 
-def test_estimate_bottleneck_rank_caps_and_errors():
+def test_bottleneck_rank_caps_and_errors():
     # three interior layers agree on 3 but a layer has only 2 values: Rank_BN <= min(sizes)
     narrow = [1.0, 0.01]
-    k, method = estimate_bottleneck_rank([THREE, THREE, THREE, narrow])
+    k, method = bottleneck_rank([THREE, THREE, THREE, narrow])
     assert (k, method.split(":")[0]) == (2, "weight-gap-min")
     with pytest.raises(bn.DataError, match="pass jacobian_rank"):
-        estimate_bottleneck_rank([FLAT, FLAT, FLAT])
+        bottleneck_rank([FLAT, FLAT, FLAT])
     with pytest.raises(bn.ConfigError, match="at least one"):
-        estimate_bottleneck_rank([])
+        bottleneck_rank([])
     with pytest.raises(bn.DataError, match="non-negative"):
-        estimate_bottleneck_rank([[1.0, -1.0]])
+        bottleneck_rank([[1.0, -1.0]])
     # order free, tensors accepted
-    k, _ = estimate_bottleneck_rank([torch.tensor(s[::-1]) for s in (THREE, TWO, TWO, THREE)])
+    k, _ = bottleneck_rank([torch.tensor(s[::-1]) for s in (THREE, TWO, TWO, THREE)])
     assert k == 2
 
 
@@ -250,7 +251,7 @@ def test_analyze_uses_the_estimate():
     m = build(NET_CASES[3], seed=2)
     X = _pts(2, 25, 0)
     a = bn.analyze(m, X, ntk=False)
-    k, method = estimate_bottleneck_rank(a.weight_spectra,
+    k, method = bottleneck_rank(a.weight_spectra,
                                          jacobian_rank=a.summary["jacobian_rank"])
     assert (a.summary["bottleneck_rank"], a.summary["bottleneck_rank_method"]) == (k, method)
 

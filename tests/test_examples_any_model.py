@@ -38,9 +38,9 @@ def test_example_small_cnn_trained_on_digits():
     reps = a.representations
     assert list(reps["name"]) == ["1", "4", "8", "output"]
     assert a.summary["implementation"] == "autodiff"
-    d = list(reps["rep_energy_rank"])[:-1]  # hidden representations
-    pairs = zip(d[:-1], d[1:], strict=True)
-    assert a.summary["bottleneck_rank"] == min(max(p, q) for p, q in pairs)
+    k, _ = bn.conventions.bottleneck_rank(a.weight_spectra,
+                                          jacobian_rank=a.summary["jacobian_rank"])
+    assert a.summary["bottleneck_rank"] == min(k, 10)  # one definition, capped at d_out
     assert a.summary["ntk_max_eig"] > 0 and reps["rep_energy_rank"].iloc[-1] <= 10
 
 

@@ -22,7 +22,8 @@ from bnstruct.experiments import (
     symmetry,
     weight_spectra,
 )
-from bnstruct.experiments._common import SWEEPS, Claim, SweepResult
+from bnstruct.experiments._records import Claim
+from bnstruct.experiments._sweep import SWEEPS, SweepResult
 
 SW = SWEEPS["quick"]
 
@@ -131,7 +132,7 @@ def test_weight_spectra_verdict():
 
 
 def test_almost_all_needs_an_error_bar():
-    from bnstruct.experiments._common import almost_all
+    from bnstruct.experiments._statistics import almost_all
 
     nets = pd.DataFrame({"depth": [8, 16], "off": [2, 2], "on_fraction": [0.75, 0.875]})
     assert not almost_all(nets).passed  # two nets: no standard error, no verdict
@@ -203,12 +204,12 @@ def test_bound_verdict():
 def test_learning_rate_probe_detects_edge_of_stability():
     import torch
 
-    from bnstruct.experiments._common import _to64
+    from bnstruct.experiments._records import float64_copy
 
     torch.manual_seed(0)
     X = torch.randn(32, 3, dtype=torch.float64)
     Y = X @ torch.randn(3, 2, dtype=torch.float64) + torch.randn(32, 2, dtype=torch.float64)
-    model = _to64(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    model = float64_copy(torch.nn.Sequential(torch.nn.Linear(3, 2)))
     Xb = torch.cat([X, torch.ones(32, 1, dtype=torch.float64)], 1)  # the bias is a parameter
     eig = torch.linalg.eigvalsh(2 * (Xb.T @ Xb) / 32).max().item()  # sharpness (lam = 0)
     assert learning_rate.probe(model, X, Y, 0.0, 0.5 / eig, steps=50) == 0  # lr < 2/sharpness
@@ -302,12 +303,13 @@ def test_net_layers_adds_own_columns_to_analyze():
     import torch
 
     from bnstruct import MLP, analyze
-    from bnstruct.experiments._common import _own_columns
+    from bnstruct.diagnostics import Evaluation
+    from bnstruct.experiments._sweep import _own_columns
 
     torch.manual_seed(1)
     model = MLP(3, 6, 4, 2).double()
     X = torch.randn(40, 3, dtype=torch.float64)
-    own = _own_columns(model, X, k=2)
+    own = _own_columns(Evaluation(model, X), k=2)
     Ws = [m.weight.detach().numpy() for m in model.modules() if isinstance(m, torch.nn.Linear)]
     bs = [m.bias.detach().numpy() for m in model.modules() if isinstance(m, torch.nn.Linear)]
     a = X.numpy()

@@ -52,10 +52,10 @@ def test_experiment_implements_the_protocol(name, tmp_path, monkeypatch):
 
 
 def test_no_process_global_cache():
-    from bnstruct.experiments import _common
+    from bnstruct.experiments import _records, _statistics, _sweep
 
-    assert not hasattr(_common, "_SWEEP_CACHE")
-    for mod in [_common, *EXPERIMENTS.values()]:
+    assert not hasattr(_sweep, "_SWEEP_CACHE")
+    for mod in [_records, _sweep, _statistics, *EXPERIMENTS.values()]:
         for attr, v in vars(mod).items():
             if isinstance(v, dict) and attr.lower().endswith("cache"):
                 pytest.fail(f"{mod.__name__}.{attr} is a module-level cache")

@@ -157,7 +157,7 @@ def test_only_updates_the_report_in_place_and_reuses_runs(smoke):
 def test_memo_shares_sweep_measurements(smoke):
     """Claims 2-5 read the same nets: one memo measures each net once."""
     from bnstruct.experiments import Memo, weight_spectra
-    from bnstruct.experiments._common import sweep_plan
+    from bnstruct.experiments._sweep import sweep_plan
 
     out, _, _ = smoke
     sw = get_config("weight-spectra", "smoke")

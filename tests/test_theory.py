@@ -363,33 +363,24 @@ def test_bad_matrices_and_depths() -> None:
 # --------------------------------------------------------------------------- bn rank
 
 
-def test_estimate_bn_rank_combines_evidence() -> None:
-    fit = theory.fit_depth([4, 6, 8, 10], [8.9, 13.1, 16.8, 21.2])  # slope ~2
-    sv = [np.array([3.0, 2.5, 1.9, 0.9]), np.array([1.2, 1.0, 0.2, 0.1]),
-          np.array([1.1, 0.9, 0.3, 0.1]), torch.tensor([1.3, 0.8, 0.25, 0.0]),
-          np.array([2.5, 1.5, 1.0, 0.7])]
-    est = theory.estimate_bn_rank(fit=fit, representation_ranks=[6, 3, 2, 2, 2, 4, 7],
-                                  weight_singular_values=sv)
-    assert est.estimate == 2 and est.agree
-    assert est.votes == {"depth slope": 2, "representation rank": 2,
-                         "weight singular values near 1": 2}
-    ev = est.evidence.set_index("source")
-    assert_close(ev.loc["depth slope", "value"], fit.R0, rtol=1e-15, atol=0, what="slope")
-    # middle layers are conventions.middle_layers: L/4 < l <= 3L/4
-    assert ev.loc["weight singular values near 1", "layers"] == "2..3 of 5"
-    assert ev.loc["representation rank", "layers"] == "2..5 of 7"
-    # disagreement: the majority wins, ties go to the slope
-    split = theory.estimate_bn_rank(slope=3.2, slope_err=0.3, representation_ranks=[2, 2, 2],
-                                    weight_singular_values=sv)
-    assert split.estimate == 2 and not split.agree and split.votes["depth slope"] == 3
-    tie = theory.estimate_bn_rank(slope=3.2, representation_ranks=[2, 2, 2])
-    assert tie.estimate == 3
-    with pytest.raises(ConfigError, match="at least one source"):
-        theory.estimate_bn_rank()
-    with pytest.raises(ConfigError, match="fixed"):
-        theory.estimate_bn_rank(fit=theory.fit_depth([4, 6, 8], [8.0, 12.0, 16.1], k=2))
-    with pytest.raises(DataError, match="finite"):
-        theory.estimate_bn_rank(representation_ranks=[2.0, float("nan")])
+def test_slope_fit_is_ols_with_its_standard_error() -> None:
+    """The one least-squares slope (claims, figures, fit_depth) against scipy's linregress
+    (an independent implementation); edge cases give NaN, never a number."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    x = np.repeat([8.0, 10, 12, 14, 16, 20], 3)  # repeated depths (seeds)
+    y = 1.9 * x + 16 + rng.normal(0, 0.5, x.size)
+    ref = stats.linregress(x, y)
+    b, se = theory.slope_fit(x, y)
+    assert_close(b, ref.slope, rtol=1e-12, atol=0, what="slope")
+    assert_close(se, ref.stderr, rtol=1e-10, atol=0, what="standard error")
+    fit = theory.fit_depth(x, y)  # the same fit through fit_depth
+    assert_close(fit.R0, ref.slope, rtol=1e-12, atol=0, what="fit_depth R0")
+    assert_close(fit.R0_err, ref.stderr, rtol=1e-10, atol=0, what="fit_depth R0_err")
+    assert math.isnan(theory.slope_fit([1.0, 2.0], [1.0, 3.0])[1])  # 2 points: no error
+    assert all(math.isnan(v) for v in theory.slope_fit([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]))
+    assert all(math.isnan(v) for v in theory.slope_fit([1.0], [1.0]))
 
 
 # --------------------------------------------------------------------------- runs and CLI

@@ -442,7 +442,7 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
     :func:`~bnstruct.representations` (the SVD of each centered representation, its
     effective and numerical ranks, and the top two principal directions of a middle layer:
     analyze's ``pca``), :func:`~bnstruct.jacobian` (its SVDs for the ranks),
-    :func:`~bnstruct.diagnostics.estimate_bottleneck_rank`,
+    :func:`~bnstruct.conventions.bottleneck_rank`,
     :func:`~bnstruct.log_pdet`, :func:`~bnstruct.bottleneck_bound` at ``k``,
     :func:`~bnstruct.ntk` trace, :func:`~bnstruct.ntk_max_eig`, :func:`~bnstruct.balancedness`
     and :func:`~bnstruct.param_norm2`. Candidate: ``analyze(model, X, k)`` (NTK included, no
@@ -451,11 +451,10 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
     variant with seconds per call and the speedup over the baseline; ``df.attrs`` holds the
     check that both give the same NTK top eigenvalue and bound.
     """
-    from .conventions import center, effective_rank, numerical_rank
+    from .conventions import bottleneck_rank, center, effective_rank, numerical_rank
     from .diagnostics import (
         analyze,
         bottleneck_bound,
-        estimate_bottleneck_rank,
         jacobian,
         log_pdet,
         ntk,
@@ -487,7 +486,7 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
         J = jacobian(model, X)
         sJ = torch.linalg.svdvals(J)
         j_rank = int((sJ > sJ[:, :1] * max(J.shape[1:]) * 2.0**-52).sum(1).max())
-        k_est = estimate_bottleneck_rank(ws, jacobian_rank=j_rank)
+        k_est = bottleneck_rank(ws, jacobian_rank=j_rank)
         lp = log_pdet(J, k)
         bound = bottleneck_bound(model, X, k)
         tr = ntk(model, X, mode="trace")

@@ -13,6 +13,25 @@ with the representation it hands on, :math:`a_\ell = \sigma(z_\ell)` for ``l < L
   The theory's "almost all layers" statements are checked there.
 - **Interior layers** (:func:`interior_layers`): every layer but the first and the last
   (all of them when ``L < 3``). The bottleneck-rank estimate searches the interior.
+- **Skipped layers** (:func:`skip_reason`): fewer than two singular values or ``s_1 = 0``;
+  they never enter a spectral rank or the bottleneck-rank estimate.
+
+The bottleneck rank (:func:`bottleneck_rank`, the one definition: ``bnstruct analyze`` on
+any model, the claims and the figures read it). The theory predicts that most weight
+matrices of a trained network have ``k`` singular values near 1 and the rest small, so the
+spectrum of ``W_l`` has its largest gap after ``s_k`` (docs/theory.md, sections 4-5). Tried in
+order:
+
+- ``"weight-gap-min"``: the smallest :func:`gap_rank` shared by at least two consecutive
+  interior layers whose gap is clear (``s_i / s_{i+1} >= GAP_MIN``): the narrowest consistent
+  point of the network (``Rank_BN`` is a minimum over factorizations, and at finite depth the
+  layers next to the input and output do nonlinear work in more dimensions);
+- ``"weight-gap-mode"``: if no two consecutive layers agree, the most common gap rank over
+  interior layers with a clear gap (ties: the smallest);
+- ``"jacobian-rank"``: if no layer has a clear gap, the largest numerical rank of ``Jf(x)``
+  over the points (``Rank_J <= Rank_BN``).
+
+Both gap estimates are capped at the narrowest weight, ``min_l min(n_l, n_{l-1})``.
 
 Weight singular values.
 
@@ -51,7 +70,8 @@ __all__ = [
     "NEAR_ONE", "GAP_MIN", "THRESHOLD_RTOL", "TOP_SINGULAR_VALUES", "RANK_METHODS", "RankMethod",
     "middle_layers", "interior_layers", "near_one", "count_near_one", "clear_gap", "gap_rank",
     "center", "effective_rank", "numerical_rank", "as_spectrum", "summary",
-    "ENERGY_TOL", "energy_rank",
+    "ENERGY_TOL", "energy_rank", "check_depth", "skip_reason", "bottleneck_rank",
+    "BOTTLENECK_RANK_METHODS",
 ]
 
 #: a weight singular value is "near 1" when it lies in this closed band (symmetric in log s)
@@ -67,15 +87,17 @@ RankMethod = Literal["numerical", "threshold", "participation", "entropy"]
 RANK_METHODS: tuple[str, ...] = ("numerical", "threshold", "participation", "entropy")
 
 
-def _depth(L: Any) -> int:
+def check_depth(L: Any) -> int:
+    """``L`` as an ``int``; a :class:`ConfigError` unless it is an integer ``>= 1``."""
     if isinstance(L, bool) or not isinstance(L, int | np.integer) or L < 1:
-        raise ConfigError(f"depth L must be an integer >= 1, got {L!r}")
+        raise ConfigError(f"depth L must be an integer >= 1 (number of weight matrices), "
+                          f"got {L!r}")
     return int(L)
 
 
 def middle_layers(L: int) -> list[int]:
     """1-based indices ``l`` of the middle layers: ``L/4 < l <= 3L/4`` (at least one)."""
-    L = _depth(L)
+    L = check_depth(L)
     lo, hi = L // 4 + 1, (3 * L) // 4
     if hi < lo:
         lo = hi = (L + 1) // 2
@@ -84,7 +106,7 @@ def middle_layers(L: int) -> list[int]:
 
 def interior_layers(L: int) -> list[int]:
     """1-based indices of every layer but the first and the last (all layers when ``L < 3``)."""
-    L = _depth(L)
+    L = check_depth(L)
     return list(range(2, L)) if L >= 3 else list(range(1, L + 1))
 
 
@@ -226,3 +248,67 @@ def energy_rank(S: Any, tol: float = ENERGY_TOL) -> int:
         return 0
     outside = total - np.cumsum(s2)  # energy outside the top-k, k = 1..n
     return int(np.argmax(outside <= tol * total * (1 + 1e-12)) + 1)
+
+
+#: the rules of :func:`bottleneck_rank`, in the order they are tried
+BOTTLENECK_RANK_METHODS = ("weight-gap-min", "weight-gap-mode", "jacobian-rank")
+
+
+def skip_reason(s: np.ndarray) -> str:
+    """Why a layer with spectrum ``s`` is left out of spectral ranks (``""``: it is not)."""
+    if s.size < 2:
+        return "min(n_out, n_in) < 2"
+    if float(s[0]) == 0.0:
+        return "zero weights"
+    return ""
+
+
+def _clear_gaps(spectra: list[np.ndarray]) -> dict[int, int]:
+    """1-based interior layer -> its gap rank, for the layers whose gap is clear."""
+    interior = set(interior_layers(len(spectra)))
+    clear: dict[int, int] = {}
+    for l, s in enumerate(spectra, start=1):
+        if l in interior and not skip_reason(s):
+            g, ratio = gap_rank(s)
+            if ratio >= GAP_MIN:
+                clear[l] = g
+    return clear
+
+
+def bottleneck_rank(weight_spectra: Any, *, jacobian_rank: int | None = None
+                    ) -> tuple[int, str]:
+    """The bottleneck rank ``k`` read from the singular values of ``W_1 .. W_L`` (module
+    docstring: the one definition).
+
+    Args:
+        weight_spectra: ``L`` spectra (1-d arrays or tensors, any order; the spectrum of
+            ``W_l`` has ``min(n_l, n_{l-1})`` values).
+        jacobian_rank: the largest numerical rank of ``Jf(x)`` over the points; used only
+            when no layer has a clear gap (then it is required).
+
+    Returns ``(k, method)``: ``method`` starts with one of :data:`BOTTLENECK_RANK_METHODS`,
+    followed by ``": "`` and how ``k`` was read.
+    """
+    from collections import Counter
+
+    spectra = [as_spectrum(s) for s in weight_spectra]
+    if not spectra:
+        raise ConfigError("bottleneck_rank needs at least one weight spectrum")
+    cap = min(s.size for s in spectra)
+    clear = _clear_gaps(spectra)
+    paired = [g for l, g in clear.items() if clear.get(l + 1) == g]
+    if paired:
+        return min(min(paired), cap), (
+            "weight-gap-min: smallest position of the largest gap s_i/s_(i+1) of W "
+            f"(clear: >= {GAP_MIN:g}) shared by two consecutive interior layers")
+    if clear:
+        counts = Counter(clear.values())
+        top = max(counts.values())
+        return min(min(c for c, n in counts.items() if n == top), cap), (
+            "weight-gap-mode: most common position of the largest gap s_i/s_(i+1) of "
+            f"W over interior layers with a clear gap (>= {GAP_MIN:g})")
+    if jacobian_rank is None:
+        raise DataError("no layer has a clear singular-value gap: pass jacobian_rank (the "
+                        "largest numerical rank of Jf(x) over the points) to fall back on it")
+    return int(jacobian_rank), ("jacobian-rank: no layer has a clear singular-value gap; "
+                                "largest numerical rank of Jf(x) over the points")

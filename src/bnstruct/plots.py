@@ -374,7 +374,7 @@ def norm_vs_depth_figure(nets: pd.DataFrame, fit: Any, k: int, path: Path) -> Pa
 
 def weight_spectra_figure(res: Any, path: Path) -> Path:
     """One panel per depth, two per row: the weight spectra of the sweep's first seed at that
-    depth (``res``: a :class:`~bnstruct.experiments._common.SweepResult`)."""
+    depth (``res``: a :class:`~bnstruct.experiments._sweep.SweepResult`)."""
     from .conventions import middle_layers
 
     nets = res.nets.sort_values(["depth", "seed"])
@@ -531,7 +531,10 @@ def draw_rep_convergence(ax: Axes, nets: pd.DataFrame) -> None:
     x, y = nets["depth"].to_numpy(float), nets["median_d"].to_numpy(float)
     good = np.isfinite(y) & (y > 0)
     if good.sum() >= 2 and np.unique(x[good]).size >= 2:
-        b, a = np.polyfit(np.log(x[good]), np.log(y[good]), 1)
+        from .theory import ols
+
+        lx = np.log(x[good])
+        b, a = ols(np.stack([lx, np.ones_like(lx)], 1), np.log(y[good])).beta
         g = np.unique(x[good])
         ax.plot(g, np.exp(a) * g ** b, "k--", lw=1, label=f"fit: slope {b:.2f}")
     ax.set_xscale("log")

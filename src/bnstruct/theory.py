@@ -31,9 +31,10 @@ Conventions:
 Depth sweeps. :func:`fit_depth` estimates :math:`R_0` (slope) and :math:`R_1` (intercept) from
 :math:`\|\theta\|^2` measured at several depths by ordinary least squares with standard errors;
 :func:`bnstruct.depthfit.fit_depth_runs` does it for every group of runs in a store (this
-module does no I/O and imports no store); :func:`estimate_bn_rank` combines the slope with the
-layer-wise evidence (representation ranks, weight singular values
-near 1).
+module does no I/O and imports no store). :func:`ols` is the one least-squares fit with
+standard errors (``fit_depth``, the claims' slopes and the figures' fitted lines read it);
+:func:`slope_fit` is its slope of ``y`` against ``x``. The bottleneck rank is read from a
+network by :func:`bnstruct.conventions.bottleneck_rank` (one definition).
 
 Example::
 
@@ -57,10 +58,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from .conventions import NEAR_ONE, count_near_one, middle_layers
+from .conventions import check_depth
 from .errors import ConfigError, DataError
 
 __all__ = [
@@ -70,7 +70,7 @@ __all__ = [
     # R1 sub-additivity
     "R1Gap", "r1_composition_gap", "r1_addition_gap",
     # estimation from depth sweeps
-    "DepthFit", "fit_depth", "BnRankEstimate", "estimate_bn_rank",
+    "DepthFit", "fit_depth", "OLS", "ols", "slope_fit",
 ]
 
 
@@ -107,13 +107,6 @@ def _matrix_eps(A: Any, what: str = "A") -> tuple[np.ndarray, float]:
         arr, _ = _matrix(A.detach().cpu().double().numpy(), what)
         return arr, eps
     return _matrix(A, what)
-
-
-def _depth(L: Any) -> int:
-    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 1:
-        raise ConfigError(f"depth L must be an integer >= 1 (number of weight matrices), "
-                          f"got {L!r}")
-    return int(L)
 
 
 def _rtol(rtol: float | None, shape: tuple[int, ...], eps: float) -> float:
@@ -161,7 +154,7 @@ def linear_cost(A: Any, L: int, *, rtol: float | None = None) -> float:
     :math:`W_L \cdots W_1 = A` (any hidden widths; no biases). ``L = 1`` gives
     :math:`\|A\|_F^2`. Singular values ``<= rtol * s_1`` count as zero (module docstring).
     """
-    L = _depth(L)
+    L = check_depth(L)
     _, _, s = _kept(A, rtol)
     return float(L * np.sum(s ** (2.0 / L)))
 
@@ -252,7 +245,7 @@ def optimal_linear_factors(A: Any, L: int, *, width: int | Sequence[int] | None 
         ``lin.weight.copy_(W)`` loads them into a :class:`~bnstruct.DeepLinear`). Torch tensors
         with ``A``'s dtype and device when ``A`` is a tensor, else float64 NumPy arrays.
     """
-    L = _depth(L)
+    L = check_depth(L)
     arr, eps = _matrix_eps(A)
     r = _rtol(rtol, arr.shape, eps)
     U, s, Vt = np.linalg.svd(arr, full_matrices=False)
@@ -454,17 +447,9 @@ def fit_depth(depths: Any, norms2: Any, *, k: float | None = None, order: int = 
         cols.append(1.0 / Ls)
     X = np.stack(cols, 1)
     target = y - (float(k) * Ls if k is not None else 0.0)
-    beta, *_ = np.linalg.lstsq(X, target, rcond=None)
-    resid = target - X @ beta
-    n, p = X.shape
-    dof = n - p
-    if dof > 0:
-        sigma = float(np.sqrt(resid @ resid / dof))
-        errs = sigma * np.sqrt(np.diag(np.linalg.inv(X.T @ X)))
-    else:
-        sigma = float("nan")
-        errs = np.full(p, np.nan)
-    vals, ses = list(beta), list(errs)
+    o = ols(X, target)
+    resid, n, dof, sigma = o.resid, X.shape[0], o.dof, o.sigma
+    vals, ses = list(o.beta), list(o.se)
     if k is not None:
         R0, R0e = float(k), 0.0
     else:
@@ -479,113 +464,43 @@ def fit_depth(depths: Any, norms2: Any, *, k: float | None = None, order: int = 
                     None if k is None else float(k), order, method)
 
 
-# --------------------------------------------------------------------------- bn rank
-
-
 @dataclass(frozen=True, eq=False)
-class BnRankEstimate:
-    """Outcome of :func:`estimate_bn_rank`.
+class OLS:
+    """Outcome of :func:`ols`: coefficients ``beta`` (``[p]``), their standard errors ``se``
+    (NaN when ``dof == 0``), residuals ``resid`` (``[n]``), ``dof = n - p`` and the residual
+    standard deviation ``sigma``."""
 
-    Attributes:
-        estimate: the combined integer estimate of the bottleneck rank.
-        votes: integer vote of each source used.
-        agree: whether all votes are equal.
-        evidence: one row per source: ``source``, ``value``, ``err``, ``vote``, ``layers``,
-            ``detail``.
-    """
-
-    estimate: int
-    votes: dict[str, int]
-    agree: bool
-    evidence: pd.DataFrame
+    beta: np.ndarray
+    se: np.ndarray
+    resid: np.ndarray
+    dof: int
+    sigma: float
 
 
-def _middle(n: int) -> list[int]:
-    """0-based positions of :func:`bnstruct.conventions.middle_layers` among ``n`` layers."""
-    return [l - 1 for l in middle_layers(n)]
+def ols(X: Any, y: Any) -> OLS:
+    r"""Ordinary least squares :math:`\min_\beta \|X\beta - y\|^2` (``X``: ``[n, p]`` of
+    full column rank, ``y``: ``[n]``) with the classical standard errors
+    :math:`\sigma \sqrt{\mathrm{diag}(X^TX)^{-1}}`, :math:`\sigma^2 = \|r\|^2/(n-p)`."""
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    n, p = X.shape
+    dof = n - p
+    if dof > 0:
+        sigma = float(np.sqrt(resid @ resid / dof))
+        se = sigma * np.sqrt(np.diag(np.linalg.inv(X.T @ X)))
+    else:
+        sigma = float("nan")
+        se = np.full(p, np.nan)
+    return OLS(beta, se, resid, dof, sigma)
 
 
-def estimate_bn_rank(*, fit: DepthFit | None = None, slope: float | None = None,
-                     slope_err: float | None = None,
-                     representation_ranks: Sequence[float] | None = None,
-                     weight_singular_values: Sequence[Any] | None = None
-                     ) -> BnRankEstimate:
-    r"""Combine three measurements of the bottleneck rank ``k`` into one estimate.
-
-    Sources (give any of them; plain numbers and arrays, no dependence on other modules):
-
-    * ``fit`` (a free-slope :class:`DepthFit`) or ``slope`` (``slope_err`` optional): the
-      depth slope :math:`R_0 = \lim \|\theta\|^2 / L`; vote ``round(slope)``.
-    * ``representation_ranks``: one (effective) rank per layer ``l = 1..L``, in layer order,
-      of a network's representations (e.g. analyze's ``rep_erank_participation`` column);
-      vote ``round(median)`` over the middle layers.
-    * ``weight_singular_values``: one array of singular values per weight matrix, in layer
-      order; per layer the count in :data:`bnstruct.conventions.NEAR_ONE` (``[0.5, 2]``);
-      vote ``round(median count)`` over the middle layers.
-
-    "Middle layers" of ``n`` given values are :func:`bnstruct.conventions.middle_layers`
-    ``(n)`` (``n/4 < l <= 3n/4``): the bottleneck theory (section 3) is about most layers,
-    and the layers next to the input and output are higher-dimensional.
-
-    The estimate is the most common vote; ties go to the slope (the definition of
-    :math:`R_0`), then representations, then weights. ``evidence`` shows every number.
-    """
-    lo, hi = NEAR_ONE
-    if fit is not None and slope is not None:
-        raise ConfigError("give fit or slope, not both")
-    if fit is not None:
-        if fit.k is not None:
-            raise ConfigError("this DepthFit has its slope fixed at k, so it is no evidence of "
-                              "the rank: fit with k=None")
-        slope, slope_err = fit.R0, fit.R0_err
-    rows: list[dict[str, Any]] = []
-    if slope is not None:
-        if not math.isfinite(slope):
-            raise DataError(f"slope must be finite, got {slope!r}")
-        err = math.nan if slope_err is None else float(slope_err)
-        detail = ("depth fit" if fit is not None else "given") + (
-            f"; 95% range {slope - 2 * err:.3g}..{slope + 2 * err:.3g}" if math.isfinite(err)
-            else "")
-        rows.append({"source": "depth slope", "value": float(slope), "err": err,
-                     "vote": max(0, int(round(slope))), "layers": "", "detail": detail})
-    if representation_ranks is not None:
-        rr = np.asarray(representation_ranks, dtype=np.float64).ravel()
-        if rr.size == 0 or not np.isfinite(rr).all():
-            raise DataError("representation_ranks must be a non-empty list of finite numbers")
-        sl = _middle(rr.size)
-        mid = rr[sl]
-        rows.append({"source": "representation rank", "value": float(np.median(mid)),
-                     "err": float(mid.max() - mid.min()) / 2,
-                     "vote": int(round(float(np.median(mid)))),
-                     "layers": f"{sl[0] + 1}..{sl[-1] + 1} of {rr.size}",
-                     "detail": "middle-layer ranks " + str([round(float(v), 2) for v in mid])})
-    if weight_singular_values is not None:
-        counts = []
-        for i, sv in enumerate(weight_singular_values):
-            s = np.asarray(sv.detach().cpu() if hasattr(sv, "detach") else sv,
-                           dtype=np.float64).ravel()
-            if s.size == 0 or not np.isfinite(s).all():
-                raise DataError(f"weight_singular_values[{i}] must be a non-empty array of "
-                                "finite numbers")
-            counts.append(count_near_one(s))
-        if not counts:
-            raise DataError("weight_singular_values is empty: give one array per layer")
-        c = np.asarray(counts, dtype=np.float64)
-        sl = _middle(c.size)
-        mid = c[sl]
-        rows.append({"source": "weight singular values near 1", "value": float(np.median(mid)),
-                     "err": float(mid.max() - mid.min()) / 2,
-                     "vote": int(round(float(np.median(mid)))),
-                     "layers": f"{sl[0] + 1}..{sl[-1] + 1} of {c.size}",
-                     "detail": f"counts in [{lo:g}, {hi:g}]: {[int(v) for v in mid]}"})
-    if not rows:
-        raise ConfigError("estimate_bn_rank needs at least one source: fit/slope, "
-                          "representation_ranks or weight_singular_values")
-    votes = {r["source"]: int(r["vote"]) for r in rows}
-    tally: dict[int, int] = {}
-    for v in votes.values():
-        tally[v] = tally.get(v, 0) + 1
-    best = max(tally.values())
-    estimate = next(v for v in votes.values() if tally[v] == best)  # precedence = row order
-    ev = pd.DataFrame(rows, columns=["source", "value", "err", "vote", "layers", "detail"])
-    return BnRankEstimate(estimate, votes, len(tally) == 1, ev)
+def slope_fit(x: Any, y: Any) -> tuple[float, float]:
+    """Least-squares slope of ``y`` against ``x`` (:func:`ols` with an intercept) and its
+    standard error: ``(nan, nan)`` with < 2 points or one distinct ``x``; the error is nan
+    with < 3 points. Repeated ``x`` (seeds) are fine."""
+    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+    if x.size < 2 or np.unique(x).size < 2:
+        return float("nan"), float("nan")
+    o = ols(np.stack([x, np.ones_like(x)], 1), y)
+    return float(o.beta[0]), float(o.se[0])

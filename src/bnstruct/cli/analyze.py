@@ -166,7 +166,6 @@ def analyze_cmd(
 
 #: the summary rows ``analyze`` shows by default (``--all``: every key)
 SUMMARY_KEYS = ("k", "k_source", "task_bn_rank", "bottleneck_rank", "bottleneck_rank_method",
-                "bottleneck_rank_jacobian",
                 "bottleneck_layers", "param_norm2_per_depth", "bound_slack_min",
                 "ntk_max_eig_per_NL", "hessian_max_eig", "two_over_lr", "rel_fit",
                 "rescaling_grad", "rel_grad", "implementation")

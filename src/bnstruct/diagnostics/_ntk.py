@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ._chain_evaluation import chain_ntk_matvec
 from ._evaluation import NTK_DENSE_MAX, NTK_MODES, Evaluation
-from ._evaluation import _chain_ntk_matvec as chain_ntk_matvec
 
 __all__ = ["ntk", "ntk_max_eig", "NTK_MODES", "NTK_DENSE_MAX", "chain_ntk_matvec"]
 

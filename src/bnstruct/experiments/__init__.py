@@ -32,8 +32,8 @@ from . import (
     symmetry,
     weight_spectra,
 )
-from ._common import MODES, Claim, Memo
 from ._protocol import Experiment
+from ._records import MODES, Claim, Memo
 
 __all__ = ["EXPERIMENTS", "Experiment", "Claim", "Memo", "MODES", "get_config",
            "run_experiment", "figure_captions"]

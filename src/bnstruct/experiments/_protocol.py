@@ -8,7 +8,7 @@ an executor can batch or distribute them all at once):
 2. the caller trains them (``bnstruct.executors.execute``: once, for all claims together);
 3. ``measure(cfg, runs, *, memo=None)``: ``runs`` are the trained (or reused) runs of the
    plan, in plan order; no training happens here. ``memo`` is an explicit per-reproduce
-   :class:`~bnstruct.experiments._common.Memo` through which claims that read the same nets
+   :class:`~bnstruct.experiments._records.Memo` through which claims that read the same nets
    share their measurements;
 4. ``verdict(measured, cfg) -> Claim`` (pure: tests feed it synthetic measurements that
    violate the claim) and ``figures(measured, figdir) -> list[Path]``.
@@ -16,7 +16,7 @@ an executor can batch or distribute them all at once):
 ``statement(cfg)`` and every note are generated from the config, so they cannot drift from
 what ran. ``CAPTIONS`` maps each figure's file stem (``figures`` writes ``<stem>.png``) to
 its caption in the report; the verdict fills the claim's one-line summary (``key``,
-``bound``, ``checked``, ``why``: see :class:`~bnstruct.experiments._common.Claim`).
+``bound``, ``checked``, ``why``: see :class:`~bnstruct.experiments._records.Claim`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from ..config import RunConfig
 from ..store import Run
-from ._common import Claim, Kind, Memo
+from ._records import Claim, Kind, Memo
 
 __all__ = ["Experiment"]
 

@@ -1,11 +1,11 @@
 """Plain-language pieces of a claim's summary that several claims share (the ``why`` of an
 "almost all layers" check). The claim modules write their own ``key``, ``bound``, ``checked``
-and ``why`` (see :class:`~bnstruct.experiments._common.Claim`); nothing is parsed from text.
+and ``why`` (see :class:`~bnstruct.experiments._records.Claim`); nothing is parsed from text.
 """
 
 from __future__ import annotations
 
-from ._common import MAX_OFF_GROWTH, ON_MIN, AlmostAll
+from ._statistics import MAX_OFF_GROWTH, ON_MIN, AlmostAll
 
 __all__ = ["almost_all_why", "almost_all_key", "almost_all_bound"]
 

@@ -22,17 +22,9 @@ import torch
 from ..config import ModelSpec, RunConfig
 from ..store import Run
 from ..training import default_recipe
-from ._common import (
-    Claim,
-    Kind,
-    Memo,
-    _to64,
-    fmt_mean_se,
-    net_layers,
-    require_status,
-    run_config,
-    task_spec,
-)
+from ._records import Claim, Kind, Memo, float64_copy, require_status, run_config, task_spec
+from ._statistics import fmt_mean_se
+from ._sweep import net_layers
 
 NAME = "digits"
 KIND: Kind = "finding"
@@ -84,7 +76,7 @@ def measure(cfg: Config, runs: Sequence[Run], *, memo: Memo | None = None) -> Re
     nets, layers = [], []
     for r in runs:
         L = r.config.model.depth
-        m = _to64(r.model)
+        m = float64_copy(r.model)
         X = r.task.X.to(torch.float64)
         lt, _ = net_layers(r, TABLE_K)
         layers.append(lt)

@@ -67,18 +67,8 @@ import torch
 from ..config import ModelSpec, RunConfig
 from ..store import Run
 from ..training import Stage, default_recipe
-from ._common import (
-    Claim,
-    Kind,
-    Memo,
-    _to64,
-    fmt_mean_se,
-    loglog_fit,
-    mean_se,
-    require_status,
-    run_config,
-    task_spec,
-)
+from ._records import Claim, Kind, Memo, float64_copy, require_status, run_config, task_spec
+from ._statistics import fmt_mean_se, loglog_fit, mean_se
 
 NAME = "learning-rate"
 KIND: Kind = "claim"
@@ -195,7 +185,7 @@ def probe(model: torch.nn.Module, X: torch.Tensor, Y: torch.Tensor, lam: float, 
     r"""Number of the ``steps`` GD steps (at ``lr``, on a float64 copy of ``model``) whose
     objective :math:`\frac1N\sum\|f(x_i)-y_i\|^2 + \mathrm{lam}\|\theta\|^2` is larger
     than the previous one (0 for a converging run, about half at the edge of stability)."""
-    m = _to64(model)
+    m = float64_copy(model)
     ps = list(m.parameters())
     objs = []
     for _ in range(steps + 1):
@@ -244,7 +234,7 @@ def measure(cfg: Config, runs: Sequence[Run], *, memo: Memo | None = None) -> pd
         if r.status == "completed" and (row["rel_fit"] or 0.0) > COLLAPSED:
             row["status"] = "collapsed"
         if row["status"] == "completed":
-            m = _to64(r.model)
+            m = float64_copy(r.model)
             X, Y = r.task.X.to(torch.float64), r.task.Y.to(torch.float64)
             row["ntk_per_NL"] = ntk_max_eig(m, X) / (X.shape[0] * L)
             if proto == LARGE:

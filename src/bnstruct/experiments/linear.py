@@ -21,7 +21,8 @@ from ..config import ModelSpec, RunConfig
 from ..models import DeepLinear
 from ..store import Run
 from ..training import Stage
-from ._common import Claim, Kind, Memo, fmt_mean_se, require_status, run_config, task_spec
+from ._records import Claim, Kind, Memo, require_status, run_config, task_spec
+from ._statistics import fmt_mean_se
 
 NAME = "linear"
 KIND: Kind = "claim"

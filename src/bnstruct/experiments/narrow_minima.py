@@ -22,17 +22,9 @@ import torch
 
 from ..config import ModelSpec, RunConfig
 from ..store import Run
-from ._common import (
-    SWEEPS,
-    Claim,
-    Kind,
-    Memo,
-    SweepConfig,
-    _to64,
-    fmt_mean_se,
-    require_status,
-    run_config,
-)
+from ._records import Claim, Kind, Memo, float64_copy, require_status, run_config
+from ._statistics import fmt_mean_se
+from ._sweep import SWEEPS, SweepConfig
 
 NAME = "narrow-minima"
 KIND: Kind = "claim"
@@ -89,7 +81,7 @@ def measure(cfg: Config, runs: Sequence[Run], *, memo: Memo | None = None) -> pd
     require_status(runs)
     rows = []
     for i, r in enumerate(runs):
-        m = _to64(r.model)
+        m = float64_copy(r.model)
         X = r.task.X.to(torch.float64)
         fin = r.summary["final"]
         rows.append({"solution": f"rank {cfg.sweep.k}" if i % 2 == 0 else "rank 1",

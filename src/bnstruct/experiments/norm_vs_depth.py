@@ -16,8 +16,10 @@ import numpy as np
 
 from ..config import RunConfig
 from ..store import Run
-from ._common import SWEEPS, Claim, Kind, Memo, SweepConfig, SweepResult, fmt_mean_se, sweep_measure
-from ._common import sweep_plan as _sweep_plan
+from ._records import Claim, Kind, Memo
+from ._statistics import fmt_mean_se
+from ._sweep import SWEEPS, SweepConfig, SweepResult, sweep_measure
+from ._sweep import sweep_plan as _sweep_plan
 
 NAME = "norm-vs-depth"
 KIND: Kind = "claim"

@@ -2,7 +2,7 @@ r"""Claim 10 (`representation-convergence`): an O(L) NTK "guarantees infinite de
 of the representations of almost all layers" (docs/theory.md#claim-representation-convergence): as
 L grows, consecutive middle-layer representations differ less and less.
 
-Nets: the composite depth sweep of claims 2-5 (:data:`~bnstruct.experiments._common.SWEEPS`;
+Nets: the composite depth sweep of claims 2-5 (:data:`~bnstruct.experiments._sweep.SWEEPS`;
 the same run configs, trained once), trained with Adam at the sweep's lr. These are not
 large-lr GD solutions: their :math:`\lambda_{max}(\Theta)/(NL)` grows with L (reported per
 depth; claim 6 uses this Adam recipe as its *small*-lr arm). So this claim tests the
@@ -42,18 +42,9 @@ from ..config import RunConfig
 from ..conventions import middle_layers
 from ..errors import ConfigError
 from ..store import Run
-from ._common import (
-    SWEEPS,
-    Claim,
-    Kind,
-    Memo,
-    SweepConfig,
-    _to64,
-    fmt_mean_se,
-    loglog_fit,
-    require_status,
-    sweep_plan,
-)
+from ._records import Claim, Kind, Memo, float64_copy, require_status
+from ._statistics import fmt_mean_se, loglog_fit
+from ._sweep import SWEEPS, SweepConfig, sweep_plan
 
 NAME = "representation-convergence"
 KIND: Kind = "claim"
@@ -122,7 +113,7 @@ def statement(cfg: Config) -> str:
 
 
 def plan(cfg: Config) -> list[RunConfig]:
-    """The sweep's runs (:func:`~bnstruct.experiments._common.sweep_plan`)."""
+    """The sweep's runs (:func:`~bnstruct.experiments._sweep.sweep_plan`)."""
     return sweep_plan(cfg.sweep)
 
 
@@ -142,7 +133,7 @@ def _ntk_per_NL(run: Run) -> float:
     from ..diagnostics import ntk_max_eig
 
     X = run.task.X.to(torch.float64)
-    return ntk_max_eig(_to64(run.model), X) / (X.shape[0] * run.config.model.depth)
+    return ntk_max_eig(float64_copy(run.model), X) / (X.shape[0] * run.config.model.depth)
 
 
 def _net(run: Run, ps: tuple[float, ...]) -> tuple[list[float], dict[float, np.ndarray]]:
@@ -151,7 +142,7 @@ def _net(run: Run, ps: tuple[float, ...]) -> tuple[list[float], dict[float, np.n
     from ..diagnostics import representations
 
     L = run.config.model.depth
-    reps = representations(_to64(run.model), run.task.X.to(torch.float64))
+    reps = representations(float64_copy(run.model), run.task.X.to(torch.float64))
     mids = set(middle_layers(L))
     d = [1.0 - linear_cka(reps[l - 1], reps[l]) for l in sorted(mids) if l + 1 in mids]
     at = {p: reps[layer_at(p, L) - 1].numpy() for p in ps}

@@ -16,7 +16,7 @@ Per net, over the hidden representations ``l = 1 .. L-1`` (``l = L`` is the outp
 
 Verdict (every net counts; rules fixed before any v2 run):
 
-(a) "almost all layers" (:func:`~bnstruct.experiments._common.almost_all`, shared with
+(a) "almost all layers" (:func:`~bnstruct.experiments._statistics.almost_all`, shared with
     claim 3): the count ``off`` does not grow with ``L`` (least-squares slope over every net
     + 2 SE < ``MAX_OFF_GROWTH = 0.25``) and every net at the deepest ``L`` has
     ``on_fraction >= ON_MIN = 0.75``;
@@ -42,18 +42,10 @@ import pandas as pd
 from ..config import RunConfig
 from ..conventions import ENERGY_TOL
 from ..store import Run
-from ._common import (
-    SWEEPS,
-    Claim,
-    Kind,
-    Memo,
-    SweepConfig,
-    SweepResult,
-    almost_all,
-    fmt_mean_se,
-    sweep_measure,
-)
-from ._common import sweep_plan as _sweep_plan
+from ._records import Claim, Kind, Memo
+from ._statistics import almost_all, fmt_mean_se
+from ._sweep import SWEEPS, SweepConfig, SweepResult, sweep_measure
+from ._sweep import sweep_plan as _sweep_plan
 from ._words import almost_all_bound, almost_all_key, almost_all_why
 
 NAME = "representation-rank"

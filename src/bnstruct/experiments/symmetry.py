@@ -34,17 +34,9 @@ import torch
 from ..config import ModelSpec, RunConfig
 from ..store import Run
 from ..training import default_recipe
-from ._common import (
-    Claim,
-    Kind,
-    Memo,
-    _to64,
-    fmt_mean_se,
-    net_layers,
-    require_status,
-    run_config,
-    task_spec,
-)
+from ._records import Claim, Kind, Memo, float64_copy, require_status, run_config, task_spec
+from ._statistics import fmt_mean_se
+from ._sweep import net_layers
 
 NAME = "symmetry"
 KIND: Kind = "claim"
@@ -147,7 +139,7 @@ def measure_one(cfg: Config, r: Run) -> SeedResult:
 
     from ..diagnostics import representations
 
-    m = _to64(r.model)
+    m = float64_copy(r.model)
     X, Xt = r.task.X.to(torch.float64), r.task.X_test.to(torch.float64)
     layers, _ = net_layers(r, 2)
     hidden = layers[(layers["layer"] < cfg.depth) & layers["middle"]]

@@ -17,7 +17,7 @@ layers of analyze's table (``near_one``: the count in ``NEAR_ONE = [0.5, 2]``; `
 
 Verdict (every net counts; the rules and constants were fixed before any v2 run):
 
-(a) "almost all layers" (:func:`~bnstruct.experiments._common.almost_all`, shared with
+(a) "almost all layers" (:func:`~bnstruct.experiments._statistics.almost_all`, shared with
     claim 4): the number of off-structure layers does not grow with ``L`` (least-squares slope
     of ``off`` against ``L`` over every net, all depths and seeds, plus two standard errors,
     below ``MAX_OFF_GROWTH = 0.25``: a fixed fraction ``f`` of the layers off would give slope
@@ -29,7 +29,7 @@ Verdict (every net counts; the rules and constants were fixed before any v2 run)
 The exponent of the per-net median :math:`s_{k+1}` over the middle layers against ``L`` is a
 finding (log-log least squares, ± its standard error), not a verdict: ``O(L^{-1/2})`` is an
 upper bound, and the measured values may sit far below it (at the optimizer's floor).
-``mean_align`` (an experiment column, :func:`~bnstruct.experiments._common.net_layers`) is
+``mean_align`` (an experiment column, :func:`~bnstruct.experiments._sweep.net_layers`) is
 reported: near 1 when the extra direction carries the constant offset of the post-ReLU
 representation.
 
@@ -49,21 +49,10 @@ import pandas as pd
 from ..config import RunConfig
 from ..conventions import NEAR_ONE
 from ..store import Run
-from ._common import (
-    MAX_OFF_GROWTH,
-    ON_MIN,
-    SWEEPS,
-    Claim,
-    Kind,
-    Memo,
-    SweepConfig,
-    SweepResult,
-    almost_all,
-    fmt_mean_se,
-    loglog_fit,
-    sweep_measure,
-)
-from ._common import sweep_plan as _sweep_plan
+from ._records import Claim, Kind, Memo
+from ._statistics import MAX_OFF_GROWTH, ON_MIN, almost_all, fmt_mean_se, loglog_fit
+from ._sweep import SWEEPS, SweepConfig, SweepResult, sweep_measure
+from ._sweep import sweep_plan as _sweep_plan
 from ._words import almost_all_bound, almost_all_key, almost_all_why
 
 NAME = "weight-spectra"

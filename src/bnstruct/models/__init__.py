@@ -25,12 +25,13 @@ import torch
 from ..errors import ConfigError
 from ._algebra import balancedness, linear_layers, param_norm2, rebalance
 from ._feedforward import ACTIVATIONS, FeedForward
+from ._trace import LinearChain, linear_chain
 from .linear import DeepLinear
 from .mlp import MLP
 
 __all__ = ["MLP", "DeepLinear", "FeedForward", "ACTIVATIONS", "MODELS", "ModelBuilder",
            "register_model", "build_model", "param_norm2", "rebalance", "balancedness",
-           "linear_layers"]
+           "linear_layers", "linear_chain", "LinearChain"]
 
 
 class ModelBuilder(Protocol):

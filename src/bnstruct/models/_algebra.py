@@ -13,105 +13,14 @@ Weights use PyTorch's ``nn.Linear`` layout: ``W_l`` has shape ``[n_l, n_{l-1}]``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ._feedforward import FeedForward
+from ._trace import CHAIN_MODULES, LinearChain, linear_chain
 
 __all__ = ["param_norm2", "rebalance", "balancedness", "linear_layers", "LinearChain",
            "linear_chain", "balance_residuals", "CHAIN_MODULES"]
-
-#: what a chain may hold, in words (for error messages)
-CHAIN_MODULES = ("nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout (the identity in "
-                 "eval mode) and nested nn.Sequential")
-
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-            nn.FeatureAlphaDropout)
-
-
-@dataclass(frozen=True)
-class LinearChain:
-    r"""A model read as a chain ``x -> W_1 -> sigma_1 -> ... -> W_L -> sigma_L`` (the one
-    parser every layer-wise computation uses: the parameter algebra and every diagnostic).
-
-    ``linears[l]`` is the live ``nn.Linear`` of layer ``l+1``, ``names[l]`` its qualified name
-    (as in ``model.named_modules()``), ``slopes[l]`` the negative-side slopes of the
-    activations applied after it, in order (``0.0`` for ReLU, ``()`` when none: the last layer
-    of an MLP). Every activation is positively homogeneous, :math:`\sigma(cz) = c\sigma(z)`
-    for ``c > 0``, which is what rebalancing and the bottleneck inequality need."""
-
-    linears: tuple[nn.Linear, ...]
-    names: tuple[str, ...]
-    slopes: tuple[tuple[float, ...], ...]
-
-
-def _walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
-    """Leaves of nested containers in execution order (a FeedForward yields its layers and
-    ReLUs; an ``nn.Sequential`` its children, recursively)."""
-    if isinstance(module, FeedForward):
-        for i, lin in enumerate(module.layers):
-            yield f"{prefix}layers.{i}", lin
-            if module.activation == "relu" and i < len(module.layers) - 1:
-                yield f"{prefix}layers.{i}:relu", nn.ReLU()
-    elif isinstance(module, nn.Sequential):
-        for name, m in module._modules.items():  # what forward runs, repeats included
-            if m is not None:
-                yield from _walk(m, f"{prefix}{name}.")
-    else:
-        yield prefix[:-1], module
-
-
-def linear_chain(model: nn.Module) -> LinearChain:
-    """Parse ``model`` as a :class:`LinearChain`.
-
-    Accepted: :class:`bnstruct.MLP`, :class:`bnstruct.DeepLinear` (any
-    :class:`~bnstruct.models.FeedForward`) and ``nn.Sequential`` containers, nested to any
-    depth, of ``nn.Linear``, ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Identity`` and ``nn.Dropout``
-    (and its 1d/2d/3d/alpha variants), and FeedForward models. The model is read with eval-mode
-    semantics: Dropout and Identity are the identity. Raises :class:`ConfigError` naming the
-    first unsupported module, a chain that does not start with a Linear, a Linear used twice
-    (shared weights) or mismatched widths."""
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"expected a torch nn.Module, got {type(model).__name__}")
-    if not isinstance(model, FeedForward | nn.Sequential):
-        raise ConfigError(
-            f"unsupported model {type(model).__name__}: layer-wise diagnostics need "
-            f"bnstruct.MLP, bnstruct.DeepLinear or an nn.Sequential of {CHAIN_MODULES}")
-    linears: list[nn.Linear] = []
-    names: list[str] = []
-    slopes: list[list[float]] = []
-    for name, m in _walk(model, ""):
-        if isinstance(m, nn.Linear):
-            if any(m is other for other in linears):
-                raise ConfigError(f"layer {name!r} is used twice in the chain: shared layers "
-                                  "are not supported")
-            linears.append(m)
-            names.append(name)
-            slopes.append([])
-        elif isinstance(m, nn.ReLU | nn.LeakyReLU):
-            if not linears:
-                raise ConfigError(
-                    f"nn.Sequential must start with nn.Linear; module {name!r} "
-                    f"({type(m).__name__}) comes first")
-            slopes[-1].append(float(m.negative_slope) if isinstance(m, nn.LeakyReLU) else 0.0)
-        elif isinstance(m, (nn.Identity, *_DROPOUT)):
-            continue
-        else:
-            raise ConfigError(
-                f"unsupported module {name!r} ({type(m).__name__}) in nn.Sequential: "
-                f"layer-wise diagnostics handle {CHAIN_MODULES} only")
-    if not linears:
-        raise ConfigError("the nn.Sequential has no nn.Linear layer")
-    for prev, nxt, name in zip(linears[:-1], linears[1:], names[1:], strict=True):
-        if prev.out_features != nxt.in_features:
-            raise ConfigError(f"layer {name!r} expects {nxt.in_features} inputs but the "
-                              f"previous layer has {prev.out_features} outputs")
-    return LinearChain(tuple(linears), tuple(names), tuple(tuple(s) for s in slopes))
-
 
 def linear_layers(model: nn.Module) -> list[nn.Linear]:
     """The ``nn.Linear`` layers of a chain (:func:`linear_chain`), in order."""

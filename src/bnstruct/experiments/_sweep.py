@@ -1,0 +1,224 @@
+r"""The composite depth sweep that claims 2-5 (and 7) read: its config, its planned runs,
+and one measurement per net (:func:`net_layers`: analyze's per-layer table plus the
+experiments' own columns, read from the same evaluation).
+
+The per-layer table of a net is :func:`bnstruct.analyze`'s ``layers`` (``near_one``: the count
+in :data:`~bnstruct.conventions.NEAR_ONE`; ``middle``:
+:func:`~bnstruct.conventions.middle_layers`; ``rep_erank_participation`` /
+``rep_erank_threshold`` / ``rep_rank_numerical``: ranks of the **centered**
+representation). Experiments only add their own columns (:data:`OWN_LAYER_COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import ModelSpec, RunConfig
+from ..diagnostics import Analysis, Evaluation, analyze_evaluation
+from ..errors import ConfigError
+from ..store import Run
+from ..tasks import TaskSpec
+from ..training import Stage, default_recipe
+from ._records import Memo, require_status, run_config
+
+__all__ = ["net_layers", "OWN_LAYER_COLUMNS", "SweepConfig", "SweepResult", "SWEEPS",
+           "sweep_plan", "sweep_measure"]
+
+#: columns an experiment adds to :func:`bnstruct.analyze`'s per-layer table (:func:`net_layers`)
+OWN_LAYER_COLUMNS = ("run", "depth", "seed", "k", "mean_align",
+                     "rep_erank_participation_uncentered", "rep_energy_outside_k",
+                     "rep_energy_kth")
+
+
+@torch.no_grad()
+def _own_columns(ev: Evaluation, k: int) -> pd.DataFrame:
+    r"""Per layer: ``mean_align`` (:math:`|\cos|` between the right singular vector of
+    :math:`s_{k+1}(W_\ell)` and the mean of the layer's input :math:`\bar a_{\ell-1}`: near 1
+    when the extra direction carries the constant offset of the post-ReLU representation;
+    NaN when ``W_l`` has no ``(k+1)``-th value or the mean is 0),
+    ``rep_erank_participation_uncentered`` (participation ratio of the *uncentered*
+    representation, for comparison with analyze's centered one), and from the singular values
+    :math:`s_i` of the **centered** representation (whose
+    :func:`~bnstruct.conventions.energy_rank` is analyze's ``rep_energy_rank``):
+    ``rep_energy_outside_k``
+    (:math:`\sum_{i>k} s_i^2 / \sum_i s_i^2`) and ``rep_energy_kth``
+    (:math:`s_k^2 / \sum_i s_i^2`, 0 when the representation has fewer than k values).
+    Float64, from the evaluation ``ev`` analyze read (no second float64 copy)."""
+    from ..conventions import center, effective_rank
+
+    X64, reps = ev.X, ev.representations()
+    rows = []
+    for W, a_in, a_out in zip(ev.weights, [X64, *reps[:-1]], reps, strict=True):
+        mu = a_in.mean(0)
+        align = math.nan
+        if k < min(W.shape) and float(mu.norm()) > 0:
+            Vh = torch.linalg.svd(W, full_matrices=False).Vh
+            align = float((Vh[k] @ mu).abs() / mu.norm())
+        sc = torch.linalg.svdvals(center(a_out)).numpy()
+        e = sc ** 2
+        tot = float(e.sum())
+        rows.append({"mean_align": align, "rep_erank_participation_uncentered":
+                     effective_rank(torch.linalg.svdvals(a_out), "participation"),
+                     "rep_energy_outside_k": float(e[k:].sum() / tot) if tot > 0 else math.nan,
+                     "rep_energy_kth": (float(e[k - 1] / tot) if e.size >= k else 0.0)
+                     if tot > 0 else math.nan})
+    return pd.DataFrame(rows)
+
+
+def net_layers(run: Run, k: int) -> tuple[pd.DataFrame, Analysis]:
+    """``(layers, analysis)`` of one trained net: ``analysis = bnstruct.analyze(run.model,
+    run.task.X, k, ntk=False)`` (exactly what ``bnstruct analyze`` shows for the run; its
+    ``bound`` is the bottleneck inequality at ``k``) and its ``layers`` table with
+    :data:`OWN_LAYER_COLUMNS` added (``run``: the run directory's name), all read from one
+    float64 evaluation."""
+    ev = Evaluation(run.model, run.task.X)
+    a = analyze_evaluation(ev, k, ntk=False)
+    own = _own_columns(ev, k)
+    lay = a.layers.copy()
+    for i, (col, val) in enumerate((("run", run.path.name), ("depth", run.config.model.depth),
+                                    ("seed", run.config.seed), ("k", k))):
+        lay.insert(i, col, val)
+    for col in own.columns:
+        lay[col] = own[col].to_numpy()
+    return lay, a
+
+
+# --------------------------------------------------------------------------- the depth sweep
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A depth sweep of ReLU MLPs on one task with one recipe (shared by claims 2-5), one net
+    per (depth, seed).
+
+    ``steps`` is the default recipe's total; deeper nets get ``steps_per_layer`` more steps
+    per layer beyond ``depths[0]`` (deep nets converge slower)."""
+
+    task: str = "composite"
+    task_kwargs: tuple[tuple[str, Any], ...] = (("k", 2), ("n_train", 256))
+    depths: tuple[int, ...] = (6, 9, 12, 16)
+    width: int = 64
+    lam: float = 0.01
+    lr: float = 1.5e-3
+    steps: int = 6000
+    steps_per_layer: int = 0
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if len(set(self.depths)) < 2:
+            raise ConfigError(f"a depth sweep needs >= 2 distinct depths, got {self.depths}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct and non-empty, got {self.seeds}")
+
+    @property
+    def k(self) -> int:
+        return int(dict(self.task_kwargs).get("k", 2))
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        return TaskSpec(self.task, tuple(sorted(self.task_kwargs)))
+
+    def stages(self, L: int) -> tuple[Stage, ...]:
+        extra = max(0, L - min(self.depths)) * self.steps_per_layer
+        return default_recipe(self.lam, self.steps + extra, self.lr)
+
+    def describe(self) -> str:
+        """One line for statements and notes, generated from the config."""
+        return (f"{self.task} (k = {self.k}), ReLU MLPs of width {self.width} at depths "
+                f"{', '.join(map(str, sorted(self.depths)))}, {len(self.seeds)} seed(s) each, "
+                f"lam = {self.lam:g}, Adam lr {self.lr:g}, {self.steps} steps"
+                + (f" + {self.steps_per_layer} per layer beyond L = {min(self.depths)}"
+                   if self.steps_per_layer else ""))
+
+
+def sweep_plan(sw: SweepConfig) -> list[RunConfig]:
+    """One run per (depth, seed), depth-major (ascending depth, then the seeds in order)."""
+    return [run_config(sw.task_spec, ModelSpec("mlp", sw.width, L), sw.stages(L), seed=s)
+            for L in sorted(sw.depths) for s in sw.seeds]
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Measurements of a depth sweep.
+
+    ``nets``: one row per net (run, depth, seed, param_norm2, rel_fit, rel_test_error,
+    c1 = param_norm2 - kL, log_pdet2_max / log_pdet2_median of 2 log|Jf(x)|_k over the
+    training points, min_slack of the bottleneck inequality at k; from analyze's summary);
+    ``layers``: every net's :func:`net_layers` table, concatenated; ``bound``: one row per
+    (net, point) of :func:`bnstruct.bottleneck_bound`; ``spectra``: run name -> the full
+    singular values of each ``W_l`` (analyze's ``weight_spectra``)."""
+
+    k: int
+    nets: pd.DataFrame
+    layers: pd.DataFrame
+    bound: pd.DataFrame
+    spectra: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.nets.groupby("depth")["seed"].nunique().min()) if len(self.nets) else 0
+
+
+def _measure_net(run: Run, k: int) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame,
+                                             list[np.ndarray]]:
+    lay, a = net_layers(run, k)
+    s = a.summary
+    if a.bound is None:
+        raise ConfigError(f"run {run.path} is not a chain: the sweep needs its bound")
+    b = a.bound.copy()
+    b.insert(0, "depth", run.config.model.depth)
+    b.insert(1, "seed", run.config.seed)
+    fin = run.summary["final"]
+    net = {"run": run.path.name, "depth": run.config.model.depth, "seed": run.config.seed,
+           "param_norm2": s["param_norm2"], "rel_fit": fin.get("rel_fit"),
+           "rel_test_error": fin.get("rel_test_error"), "c1": s["bound_c1"],
+           "log_pdet2_max": s["log_pdet2_max"], "log_pdet2_median": s["log_pdet2_median"],
+           "min_slack": s["bound_slack_min"], "seconds": run.summary.get("seconds")}
+    return net, lay, b, list(a.weight_spectra)
+
+
+def sweep_measure(sw: SweepConfig, runs: Sequence[Run], *, memo: Memo | None = None
+                  ) -> SweepResult:
+    """Measure every net of the sweep (``runs``: :func:`sweep_plan`'s runs, in its order).
+    Each net is measured once per ``memo`` (claims 2-5 share them through it)."""
+    require_status(runs)
+    memo = memo if memo is not None else Memo()
+    k = sw.k
+    parts = [memo.get(("sweep-net", str(r.path.resolve()), k), partial(_measure_net, r, k))
+             for r in runs]
+    nets = pd.DataFrame([p[0] for p in parts])
+    return SweepResult(k, nets, pd.concat([p[1] for p in parts], ignore_index=True),
+                       pd.concat([p[2] for p in parts], ignore_index=True),
+                       {p[0]["run"]: p[3] for p in parts})
+
+
+#: the composite depth sweep shared by claims 2-5, per mode.
+#: quick (unit-scale data, E||x||^2 = E||y||^2 = 1): lam 0.01 gives middle layers with exactly
+#: 2 singular values near 1 and s_3 ~ 0.01-0.05 at every depth 8..20, c1 = norm2 - 2L ~ 15-17
+#: constant, relative train error 4-6%; lam 0.005 fits better (1.5-2.5%) but leaves s_3 ~ 0.1-0.8
+#: over half of the middle window (not converged in this budget; L = 8 has 3 values near 1).
+#: Six depths for the two depth fits (claims 2, 3); deeper nets get 250 more steps per layer.
+#: Seeds: 3 per depth in quick and full (every verdict reads every net; per-depth numbers are
+#: mean ± standard error over seeds), 2 in smoke (exercises the path). Seed 0's run configs
+#: are the one-seed sweep's (same digests: earlier stores are reused).
+SWEEPS: dict[str, SweepConfig] = {
+    "smoke": SweepConfig(task_kwargs=(("k", 2), ("n_train", 64)), depths=(3, 4, 5), width=16,
+                         steps=300, seeds=(0, 1)),
+    "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam=0.01, steps=6000,
+                         steps_per_layer=250, seeds=(0, 1, 2)),
+    # full: the paper's width (200) and depth (25; 2305.19008's first experiment), the
+    # follow-ups' final penalty (docs/theory.md#setups: weight decay warm-up to 0.005; here
+    # lam = 0.005), sized to train with everything else in <= 60 min on a 2-core CPU (4 depths x 3 seeds)
+    "full": SweepConfig(depths=(10, 15, 20, 25), width=200, lam=0.005, steps=8000,
+                        steps_per_layer=200, seeds=(0, 1, 2)),
+}
+
+
