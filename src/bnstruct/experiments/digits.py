@@ -121,8 +121,9 @@ def verdict(res: Result, cfg: Config) -> Claim:
                       for L, g in n.groupby("depth")) if len(n) else "none"
     ok = bool(len(n) and n["slack_ok"].all())
     bad = n[~n["slack_ok"].astype(bool)] if len(n) else n
-    negative = int((bad["min_slack"].to_numpy(float) < -ROUNDOFF * bad["param_norm2"]
-                    .to_numpy(float)).sum()) if len(bad) else 0
+    scale = bad["param_norm2"].to_numpy(float) if "param_norm2" in bad else 0.0
+    negative = int((bad["min_slack"].to_numpy(float) < -ROUNDOFF * scale).sum()) if len(bad) \
+        else 0
     return Claim(
         NAME, statement(cfg), measured=per,
         key=(f"energy rank {ranks}; min slack "
