@@ -201,10 +201,14 @@ def draw_pca(ax: Axes, pca: Any, *, color: Any = None, color_label: str = "",
 
 
 def draw_norm_vs_depth(ax: Axes, nets: pd.DataFrame, fit: Any, k: int) -> None:
-    """``||theta||^2`` of every net against L, the least-squares line and the slope-k line."""
+    """``||theta||^2`` of every net against L (the mean per depth with its standard error over
+    the seeds), the least-squares line over every net and the slope-k line."""
     L = nets["depth"].to_numpy(float)
     grid = np.linspace(0, L.max() * 1.05, 50)
-    ax.plot(L, nets["param_norm2"], "o", color="C0", alpha=0.8, label="trained nets")
+    ax.plot(L, nets["param_norm2"], "o", ms=3, color="C0", alpha=0.35, label="every net")
+    xm, m, se = _mean_se_by(nets, "depth", "param_norm2")
+    ax.errorbar(xm, m, yerr=se, fmt="o", ms=4, capsize=3, color="C0",
+                label="mean ± SE over seeds")
     ax.plot(grid, fit.R0 * grid + fit.R1, "C0-",
             label=rf"fit: $R_0$={fit.R0:.2f}$\pm${fit.R0_err:.2f}, $R_1$={fit.R1:.1f}")
     ax.plot(grid, k * grid + fit.R1 + (fit.R0 - k) * L.mean(), "k--", lw=1,
@@ -275,11 +279,12 @@ def draw_bound(ax: Axes, bound: pd.DataFrame, k: int) -> None:
 
 
 def draw_c1(ax: Axes, nets: pd.DataFrame) -> None:
-    """``c1 = ||theta||^2 - kL`` of every net against L, with the mean per depth."""
-    ax.plot(nets["depth"], nets["c1"], "o", alpha=0.6)
-    m = nets.groupby("depth")["c1"].mean()
-    ax.plot(m.index, m.to_numpy(), "-", color="C0")
-    ax.set(xlabel="depth L", ylabel=r"$c_1 = \|\theta\|^2 - kL$", title="c1 per depth")
+    """``c1 = ||theta||^2 - kL`` of every net against L: every net as a faint point, the mean
+    per depth with its standard error over the seeds."""
+    draw_over_seeds(ax, nets, "c1", label="mean ± SE over seeds")
+    ax.set(xlabel="depth L", ylabel=r"$c_1 = \|\theta\|^2 - kL$",
+           title="c1 per depth (O(1) in the theory's regime)")
+    ax.legend(fontsize=8)
 
 
 def draw_ntk_vs_c(ax: Axes, df: pd.DataFrame) -> None:
@@ -611,9 +616,11 @@ def symmetry_figure(pca: np.ndarray, inv: np.ndarray, layer: int, layers: pd.Dat
 
 def digits_figure(layers: pd.DataFrame, nets: pd.DataFrame, path: Path) -> Path:
     """Energy rank and participation ratio of the centered representation per layer, one
-    line per depth (mean over seeds, band: min to max), labelled with the test accuracy."""
-    fig = new_figure((11, 3.8))
-    a, b = fig.subplots(1, 2, sharex=True)
+    line per depth (mean over seeds, band: min to max), labelled with the test accuracy; and
+    the finding's verdict, the smallest slack of the bottleneck inequality per net (mean ±
+    SE over the seeds; it must be >= 0)."""
+    fig = new_figure((15.5, 3.8))
+    a, b, c = fig.subplots(1, 3)
     acc = nets.groupby("depth")["test_accuracy"].mean()
     labels = {int(L): f"L={L} (test acc {v:.2f})" for L, v in acc.items()}
     draw_rank_over_seeds(a, layers, "rep_energy_rank", labels=labels)
@@ -621,6 +628,12 @@ def digits_figure(layers: pd.DataFrame, nets: pd.DataFrame, path: Path) -> Path:
     a.legend(fontsize=7)
     draw_rank_over_seeds(b, layers, "rep_erank_participation", labels=labels)
     b.set_title("digits: participation ratio")
+    if "min_slack" in nets:
+        draw_over_seeds(c, nets, "min_slack", label="mean ± SE over seeds")
+        c.axhline(0, color="k", ls="--", lw=1, label="0 (the inequality)")
+        c.set(xlabel="depth L", ylabel="smallest slack over the points",
+              title="bottleneck inequality (verdict: >= 0)")
+        c.legend(fontsize=7)
     return save_figure(fig, path)
 
 

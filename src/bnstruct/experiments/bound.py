@@ -93,8 +93,8 @@ CAPTIONS = {"bound": (
     "Left: both sides of the bottleneck inequality per depth, the right side "
     "c1 - 2 log|Jf(x)|_k at every training point (blue, jittered) and the left side of every "
     "net (red bars); the verdict requires every red bar below every blue point of its net. "
-    "Right: c1 = ||theta||^2 - kL per net against depth (it stays O(1) when the nets find the "
-    "rank-k solution).")}
+    "Right: c1 = ||theta||^2 - kL against depth (mean and standard error over the seeds, "
+    "every net faint; it stays O(1) when the nets find the rank-k solution).")}
 
 
 def figures(res: SweepResult, figdir: Path) -> list[Path]:

@@ -145,9 +145,11 @@ def verdict(res: Result, cfg: Config) -> Claim:
 
 
 CAPTIONS = {"digits": (
-    "Digits, the energy rank (left) and the participation ratio (right) of the centered "
-    "representation against the relative layer l/L, one line per depth (mean over the "
-    "seeds, band: smallest to largest), labelled with the test accuracy.")}
+    "Digits. Left and middle, reported: the energy rank and the participation ratio of the "
+    "centered representation against the relative layer l/L, one line per depth (mean over "
+    "the seeds, band: smallest to largest), labelled with the test accuracy. Right, what the "
+    "finding judges: the smallest slack of the bottleneck inequality per net (mean and "
+    "standard error over the seeds), which must be >= 0.")}
 
 
 def figures(res: Result, figdir: Path) -> list[Path]:

@@ -82,8 +82,9 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
 
 
 CAPTIONS = {"norm_vs_depth": (
-    "Squared parameter norm of every trained net against its depth L, the least-squares line "
-    "L R0_hat + R1_hat, and a line of slope k (the task's bottleneck rank) for comparison; the "
+    "Squared parameter norm against depth L (mean and standard error over the seeds, every "
+    "net faint), the least-squares line L R0_hat + R1_hat over every net, and a line of "
+    "slope k (the task's bottleneck rank) for comparison; the "
     "verdict judges the fitted slope R0_hat against k.")}
 
 
