@@ -158,10 +158,10 @@ def verdict(res: Result, cfg: Config) -> Claim:
 
 
 CAPTIONS = {"linear_cost": (
-    "Left: squared parameter norm of each trained deep linear net against the closed-form "
-    "minimal cost L sum_i s_i(A)^(2/L) (the diagonal is equality). Right: the relative error "
-    "of each layer's singular values against s_i(A)^(1/L), per depth (mean and standard "
-    "error over the seeds).")}
+    "Left: the squared parameter norm of every trained deep linear net (points, every seed) "
+    "against depth, with the closed-form minimal cost L sum_i s_i(A)^(2/L) of its own "
+    "end-to-end matrix A (line, mean over the seeds). Right: every layer's nonzero singular "
+    "values against the prediction s_i(A)^(1/L), one colour per depth (dashed: equality).")}
 
 
 def figures(res: Result, figdir: Path) -> list[Path]:
