@@ -48,6 +48,8 @@ for cmd in ("train", "sweep", "plan", "ntk", "analyze", "analyze-general"):
     run(f"bench {cmd} --help", "bench", cmd, "--help")
 run("train", "train", *tiny, "--seed", "0")
 run("train (not converged)", "train", *tiny, "--seed", "1", "--lr", "1e-4")
+early = results["train (not converged)"]["out"].splitlines()[0].split(": ", 1)[1]
+run("analyze (not converged)", "analyze", early)
 run("sweep --dry-run", "sweep", "--depth", "2,3,4", *tiny[2:], "--seed", "0-1", "--dry-run")
 run("sweep", "sweep", "--depth", "2,3,4", *tiny[2:], "--seed", "0-1", "--lr", "1e-3,2e-3")
 run("runs", "runs", str(store))
@@ -137,8 +139,10 @@ def test_the_commands_say_what_a_reader_needs(outputs):
     two = outputs["analyze (two runs)"]["out"]
     assert two.count("layers of ") == 2 and "energy" in two
     assert " yes" in two or " no" in two
-    # train: two short lines; the under-trained run is flagged
+    # train: two short lines; the under-trained run is flagged, by analyze too
     assert "warning: not converged" in outputs["train (not converged)"]["out"]
+    assert "warning: not converged" in outputs["analyze (not converged)"]["out"]
+    assert "rescaling_grad" in outputs["analyze (not converged)"]["out"]
     # reproduce: the headline, one line per claim, where the report and claims.md are
     rep = outputs["reproduce"]["out"].splitlines()
     assert "1 of 3 claims pass, 1 error, 1 finding" in rep[0]
