@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -448,8 +449,11 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
     and :func:`~bnstruct.param_norm2`. Candidate: ``analyze(model, X, k)`` (NTK included, no
     Hessian), which builds every column from one cached evaluation. Both run in the same
     process, interleaved (:func:`time_interleaved`, best of ``rounds``). Returns one row per
-    variant with seconds per call and the speedup over the baseline; ``df.attrs`` holds the
-    check that both give the same NTK top eigenvalue and bound.
+    variant with seconds per call, the speedup over the baseline and ``vs_floor``, the ratio
+    to the floor (:func:`_analysis_floor`: the kernels analyze cannot skip, run bare, timed in
+    the same rounds; the target is analyze <= 1.2x the floor); ``df.attrs`` holds the check
+    that both give the same NTK top eigenvalue and bound, ``floor_s``, ``analyze_vs_floor``
+    and ``hvp`` (:func:`bench_hvp`: both Hessian-vector products on this net).
     """
     from .conventions import bottleneck_rank, center, effective_rank, numerical_rank
     from .diagnostics import (
@@ -500,19 +504,86 @@ def bench_analyze(*, depth: int = 12, width: int = 64, n: int = 256, d_out: int 
         a = analyze(model, X, k)
         got["analyze"] = (a.summary["ntk_max_eig"], a.summary["bound_slack_min"])
 
+    floor = _analysis_floor(model, X)
     names: dict[str, Callable[[], object]] = {"public functions one by one": by_hand,
-                                              "analyze": one_call}
+                                              "analyze": one_call, "floor": floor}
     best = time_interleaved(names, repeats=repeats, rounds=rounds, warmup=warmup)
-    base = best["public functions one by one"]
-    df = pd.DataFrame([{"variant": k_, "s_per_call": t, "speedup": base / t}
-                       for k_, t in best.items()])
+    base, bare = best["public functions one by one"], best.pop("floor")
+    df = pd.DataFrame([{"variant": k_, "s_per_call": t, "speedup": base / t,
+                        "vs_floor": t / bare} for k_, t in best.items()])
+    df.attrs["floor_s"] = bare
     hand, one = got["by_hand"], got["analyze"]
     assert isinstance(hand, tuple) and isinstance(one, tuple)
     df.attrs["ntk_max_eig_rel_diff"] = abs(hand[0] - one[0]) / abs(hand[0])
     df.attrs["bound_slack_min_diff"] = abs(hand[1] - one[1])
     df.attrs["setup"] = (f"MLP L={depth} width={width} d_in=20 d_out={d_out}, N={n}, k={k}, "
                          f"float64, {torch.get_num_threads()} threads")
+    df.attrs["analyze_vs_floor"] = best["analyze"] / bare
+    df.attrs["floor"] = ("the kernels analyze cannot skip, run bare: cast, forward, one "
+                         "backward sweep, the SVDs, the NTK Lanczos (bench._analysis_floor)")
+    df.attrs["hvp"] = bench_hvp(model, X)
     return df
+
+
+def _analysis_floor(model: nn.Module, X: torch.Tensor) -> Callable[[], object]:
+    """The kernels :func:`bnstruct.analyze` cannot skip, run bare: the chain cast to float64,
+    one forward pass, one backward sweep of the factors ``G_l`` (the Jacobian and the NTK
+    trace), the SVDs (weights, centered representations, per-point Jacobians, the PCA) and
+    the Lanczos top eigenvalue of the NTK on structured NTK-vector products. Everything else
+    analyze does (ranks, tables, the bound, the summary) is its overhead over this floor."""
+    from .conventions import center
+    from .diagnostics._chain import backward_factors, forward, parse_chain
+    from .diagnostics._chain_evaluation import chain_ntk_matvec
+    from .diagnostics._evaluation import svdvals, svdvals_list
+    from .diagnostics._lanczos import top_eig
+
+    def run() -> object:
+        chain = parse_chain(model, torch.float64)
+        X64 = X.to(torch.float64)
+        with torch.no_grad():
+            fw = forward(chain, X64)
+            tr = torch.zeros(X64.shape[0], dtype=torch.float64)
+            G = None
+            for l, G in backward_factors(chain, fw):
+                tr += (fw.a[l - 1].pow(2).sum(1) + 1) * G.pow(2).sum((1, 2))
+            assert G is not None
+            J = G @ chain.weights[0]
+            reps = [*fw.a[1:], fw.out]
+            svdvals_list([torch.linalg.svdvals(W) for W in chain.weights])
+            svdvals_list([center(A) for A in reps])
+            svdvals(J)
+            torch.linalg.svd(center(reps[len(reps) // 2]), full_matrices=False)
+            N, d = fw.out.shape
+            mv = chain_ntk_matvec(chain, fw)
+            return top_eig(lambda v: mv(v.reshape(N, d)).reshape(-1), N * d,
+                           dtype=torch.float64, device=X64.device, tol=1e-10, seed=0)
+    return run
+
+
+def bench_hvp(model: nn.Module, X: torch.Tensor, *, rounds: int = 5,
+              repeats: int = 5) -> dict[str, Any]:
+    """Seconds per Hessian-vector product of the regularized objective (float64, ``Y`` a
+    fixed random target, ``lam = 0.01``) by forward-over-reverse and by reverse-over-reverse
+    (:func:`bnstruct.diagnostics._evaluation.hvp_function`), interleaved, with their largest
+    relative difference, the faster one and the one :data:`~bnstruct.diagnostics.HVP_METHODS`
+    uses on this device."""
+    from .diagnostics import Evaluation
+    from .diagnostics._evaluation import hvp_function, hvp_method
+
+    ev = Evaluation(model, X)
+    g = torch.Generator().manual_seed(1)
+    Y = torch.randn(X.shape[0], ev.d_out, generator=g, dtype=torch.float64)
+    fn, theta0 = ev.functional.objective(ev.X, ev.check_Y(Y), 0.01)
+    v = torch.randn(theta0.numel(), generator=g, dtype=torch.float64)
+    prods = {m: hvp_function(fn, theta0, m) for m in ("forward-over-reverse",
+                                                       "reverse-over-reverse")}
+    calls: dict[str, Callable[[], object]] = {m: partial(h, v) for m, h in prods.items()}
+    best = time_interleaved(calls, repeats=repeats, rounds=rounds, warmup=2)
+    a, b = (prods[m](v) for m in prods)
+    return {"seconds_per_product": best, "max_rel_diff": float((a - b).abs().max()
+                                                                / a.abs().max()),
+            "faster": min(best, key=lambda m: best[m]), "used": hvp_method(ev.device),
+            "n_params": theta0.numel()}
 
 
 def residual_cnn(width: int = 32, hidden: int = 768, n_classes: int = 10,

@@ -502,5 +502,7 @@ def slope_fit(x: Any, y: Any) -> tuple[float, float]:
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     if x.size < 2 or np.unique(x).size < 2:
         return float("nan"), float("nan")
-    o = ols(np.stack([x, np.ones_like(x)], 1), y)
+    # centred (the same slope and error): a constant y gives a slope of exactly 0
+    xc, yc = x - x.mean(), y - y.mean()
+    o = ols(np.stack([xc, np.ones_like(xc)], 1), yc)
     return float(o.beta[0]), float(o.se[0])

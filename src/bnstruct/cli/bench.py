@@ -144,6 +144,13 @@ def bench_analyze_cmd(
                        f"{df.attrs['setup']}")
     out.print(f"same results: ntk_max_eig rel. diff {df.attrs['ntk_max_eig_rel_diff']:.2g}, "
               f"bound slack diff {df.attrs['bound_slack_min_diff']:.2g}", highlight=False)
+    out.print(f"analyze / floor {df.attrs['analyze_vs_floor']:.2f} (target <= 1.2)",
+              highlight=False)
+    h = df.attrs["hvp"]
+    per = ", ".join(f"{m} {t * 1e3:.1f} ms" for m, t in h["seconds_per_product"].items())
+    out.print(f"Hessian-vector product ({h['n_params']} parameters): {per}; faster: "
+              f"{h['faster']}, used here: {h['used']}, max rel. diff "
+              f"{h['max_rel_diff']:.1g}", highlight=False)
 
 
 @bench_app.command("analyze-general")
