@@ -326,6 +326,7 @@ def _details(c: Claim) -> list[tuple[str, str]]:
             ("predicted", c.expected), ("tolerance", c.tolerance)]
     if c.note:
         rows.append(("note", c.note))
+    rows.append(("theory", f"{THEORY_DOC}#claim-{c.name} (the claim as tested)"))
     rows.append(("seconds", f"{c.seconds:.1f} (measurement, verdict and figures)"))
     return rows
 
