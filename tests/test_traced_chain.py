@@ -173,3 +173,21 @@ def test_functional_activations_are_read_from_the_graph() -> None:
 
     ref = reference.jacobian_reference(m, X, F64)
     torch.testing.assert_close(ev.jacobian, ref, rtol=1e-12, atol=1e-13)
+
+
+def test_the_kept_trace_follows_changes_to_the_model() -> None:
+    """The traced outcome is kept per model; swapping a layer, an activation or a parameter
+    traces again."""
+    mlp = bn.MLP(4, 4, 3, 4, seed=0, dtype=F64)
+    wrapped = CallsIt(mlp)
+    assert bn.models.linear_chain(wrapped).slopes == ((0.0,), (0.0,), ())
+    mlp.activation = "identity"  # FeedForward reads it in forward
+    assert bn.models.linear_chain(wrapped).slopes == ((), (), ())
+    mlp.activation = "relu"
+    mlp.layers[1] = nn.Sequential(nn.Linear(4, 4, dtype=F64), nn.Tanh())
+    with pytest.raises(bn.ConfigError, match=r"unsupported module 'inner.layers.1.1' \(Tanh\)"):
+        bn.models.linear_chain(wrapped)
+    mlp.layers[1] = nn.Linear(4, 4, dtype=F64)
+    mlp.layers[1].weight = mlp.layers[0].weight  # tied: no longer a chain
+    with pytest.raises(bn.ConfigError, match="shares a parameter"):
+        bn.models.linear_chain(wrapped)

@@ -549,7 +549,7 @@ def _analysis_floor(model: nn.Module, X: torch.Tensor) -> Callable[[], object]:
             assert G is not None
             J = G @ chain.weights[0]
             reps = [*fw.a[1:], fw.out]
-            svdvals_list(list(chain.weights))
+            [torch.linalg.svdvals(W) for W in chain.weights]
             svdvals_list([center(A) for A in reps])
             svdvals(J)
             torch.linalg.svd(center(reps[len(reps) // 2]), full_matrices=False)

@@ -27,8 +27,11 @@ def hessian_max_eig(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, lam: flo
 
     (full batch; ``lam`` multiplies :math:`\|\theta\|^2`, i.e. PyTorch's
     ``weight_decay = 2 lam``). Gradient descent with step ``lr`` is stable only if this is
-    ``<= 2 / lr``. Hessian-vector products are ``torch.func.jvp`` of ``torch.func.grad`` (the
-    model in eval mode); ``method="lanczos"`` runs Lanczos on them, ``"dense"`` forms the
+    ``<= 2 / lr``. Hessian-vector products (the model in eval mode) are chosen per device by
+    measurement (:data:`bnstruct.diagnostics.HVP_METHODS`: reverse-over-reverse,
+    ``torch.func.vjp`` of ``torch.func.grad``, on the CPU; forward-over-reverse, ``jvp`` of
+    ``grad``, elsewhere; ``analyze`` names it in ``summary["hvp_method"]``);
+    ``method="lanczos"`` runs Lanczos on them, ``"dense"`` forms the
     ``P x P`` matrix from ``P`` HVPs, ``"auto"`` is dense for ``P <= 64``. Computed in
     ``dtype`` (float64 default). ``X``: ``[N, d_in]``, ``Y``: ``[N, d_out]``.
     """

@@ -22,12 +22,19 @@ Why ``torch.fx`` rather than hooks on the functional ops: the graph is the data 
 from tensor identities), it needs no example input (the parameter algebra, e.g.
 :func:`~bnstruct.rebalance`, parses a model without data), and a model it cannot trace
 (data-dependent Python control flow) is never mistaken for a chain: it gets the general path.
+
+Tracing costs a few milliseconds (as much as 10% of an NTK trace), so the outcome is kept per
+model (weakly: it goes with the model) together with a signature of everything the graph is
+read from: every submodule's identity, type, parameter identities and plain attributes
+(``activation``, ``negative_slope``, ``in_features``, ...). Swapping a layer, a parameter or
+an activation traces again.
 """
 
 from __future__ import annotations
 
 import operator
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +78,7 @@ def _graph(model: nn.Module) -> fx.Graph:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fx.symbolic_trace(model).graph
+            return fx.Tracer().trace(model)  # the graph only: no GraphModule code generated
     except Exception as e:  # the user's forward: any failure means "not a traceable chain"
         msg = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(f"{type(model).__name__} cannot be traced by torch.fx "
@@ -161,6 +168,21 @@ def _path(graph: fx.Graph, mods: dict[str, nn.Module]) -> list[fx.Node]:
     return path[::-1]
 
 
+_Signature = tuple[Any, ...]
+#: model -> (signature, the chain or why there is none); weak: an entry goes with its model
+_TRACED: weakref.WeakKeyDictionary[nn.Module, tuple[_Signature, LinearChain | ConfigError]] = (
+    weakref.WeakKeyDictionary())
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _signature(model: nn.Module) -> _Signature:
+    """What the traced graph depends on (module docstring)."""
+    return tuple((name, type(m), id(m), tuple(id(p) for p in m._parameters.values()),
+                  tuple((k, v) for k, v in vars(m).items()
+                        if isinstance(v, _PLAIN) or k == "forward"))
+                 for name, m in model.named_modules())
+
+
 def linear_chain(model: nn.Module) -> LinearChain:
     """The chain of ``model`` (module docstring): the one parser of the package (the parameter
     algebra and every layer-wise diagnostic read it). Raises a :class:`ConfigError` naming the first
@@ -168,6 +190,20 @@ def linear_chain(model: nn.Module) -> LinearChain:
     used twice (shared weights) or mismatched widths."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"expected a torch nn.Module, got {type(model).__name__}")
+    sig = _signature(model)
+    hit = _TRACED.get(model)
+    if hit is None or hit[0] != sig:
+        try:
+            hit = (sig, _parse(model))
+        except ConfigError as e:
+            hit = (sig, e)
+        _TRACED[model] = hit
+    if isinstance(hit[1], ConfigError):
+        raise ConfigError(str(hit[1]))
+    return hit[1]
+
+
+def _parse(model: nn.Module) -> LinearChain:
     mods = dict(model.named_modules())
     path = _path(_graph(model), mods)
     linears: list[nn.Linear] = []
