@@ -192,14 +192,18 @@ def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,
             print_df(a.representations, title="representations", key=["rep"])
     else:
         out.print(analysis_table(a, title=title), width=min(out.width, 100))
+    from rich import box
+
     t = Table(title="summary" + ("" if all_columns else " (--all: every quantity)"),
-              header_style="bold", title_justify="left")
+              header_style="bold", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     t.add_column("quantity", no_wrap=True)
     t.add_column("value", justify="right", overflow="fold")
     keys = [kk for kk in a.summary if kk not in ("thresholds", "conventions", "warning")] \
         if all_columns else [kk for kk in SUMMARY_KEYS if kk in a.summary]
     for key in keys:
         v = a.summary[key]
+        if key == "bottleneck_rank_method" and not all_columns:
+            v = str(v).split(":")[0]  # the rule's name; --all: its description
         t.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))
     out.print(t)
     if all_columns:
