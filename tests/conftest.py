@@ -33,3 +33,19 @@ def ctrl_c_deliverable():
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
+
+
+@pytest.fixture(autouse=True)
+def figures_are_readable(monkeypatch):
+    """Every figure a test saves through :func:`bnstruct.plots.save_figure` (every claim
+    figure) has no panel narrower than :data:`~bnstruct.plots.MIN_PANEL_INCHES`."""
+    from bnstruct import plots
+
+    real = plots.save_figure
+
+    def checked(fig, path, **kw):
+        out = real(fig, path, **kw)
+        narrow = plots.narrow_panels(fig)
+        assert not narrow, f"{path}: panels narrower than {plots.MIN_PANEL_INCHES} in: {narrow}"
+        return out
+    monkeypatch.setattr(plots, "save_figure", checked)

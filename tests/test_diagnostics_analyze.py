@@ -376,7 +376,7 @@ def test_default_table_fits_100_columns_and_all_shows_everything():
     console.print(table)
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 100
-    for head in ("layer", "shape", "s1", "s4", "s5=s_k+1", "near1", "rep_rank", "in_BN"):
+    for head in ("layer", "shape", "s1", "s4", "s5=s_k+1", "near1", "energy", "in_BN"):
         assert head in text
     assert "200x200" in text and "…" not in text  # nothing truncated
     wide = Console(width=1000, record=True)

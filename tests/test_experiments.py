@@ -359,8 +359,9 @@ def test_write_report_is_strict_json_and_reports_errors(tmp_path):
     assert data["claims"][2]["error"] == "RuntimeError: boom"
     assert data["claims"][2]["kind"] == "finding"  # an error, not a failed finding
     md = paths["md"].read_text()
-    assert "| a | pass |" in md and "| b | FAIL |" in md and "stmt \\| b" not in md.split("##")[0]
-    assert "| c | ERROR | error: RuntimeError: boom |" in md and "1 error(s)" in md
+    assert "| [a](#claim-a) | PASS |" in md and "| [b](#claim-b) | FAIL |" in md
+    assert "| [c](#claim-c) | ERROR | error: RuntimeError: boom |" in md
+    assert "**1 of 2 claims pass, 1 finding (1 error)**" in md
     html = paths["html"].read_text()
     assert "data:image/png;base64," in html and "FAIL" in html and "ERROR" in html
 

@@ -130,7 +130,7 @@ def test_a_crashing_experiment_is_an_error_not_a_failed_claim(smoke, tmp_path, m
     assert b["norm-vs-depth"].error is None  # the others still run
     data = _strict((out / "claims.json").read_text())
     assert data["meta"]["errors"] == ["bound"]
-    assert "| bound | ERROR |" in (out / "claims.md").read_text()
+    assert "| [bound](#claim-bound) | ERROR |" in (out / "claims.md").read_text()
     # restore the report for the other tests of this module
     (out / "claims.json").write_text(json.dumps(before))
 

@@ -27,11 +27,12 @@ _EXPORTS: dict[str, str] = {
     # runs and the store
     "ModelSpec": "config", "RunConfig": "config", "run": "executors", "Run": "store",
     "load_run": "store", "runs": "store",
-    # diagnostics (layer by layer, THEORY sections 3-4)
+    # diagnostics (layer by layer, docs/theory.md, sections 4-6)
     "weight_spectra": "diagnostics", "representations": "diagnostics",
     "effective_rank": "diagnostics", "jacobian": "diagnostics", "log_pdet": "diagnostics",
     "ntk": "diagnostics", "ntk_max_eig": "diagnostics", "hessian_max_eig": "diagnostics",
     "bottleneck_bound": "diagnostics", "analyze": "diagnostics", "Analysis": "diagnostics",
+    "stationarity": "diagnostics",
     # errors
     "BnstructError": "errors", "ConfigError": "errors", "DataError": "errors",
     "RunExistsError": "errors",
@@ -53,9 +54,10 @@ __all__ = [
     "ModelSpec", "RunConfig", "run", "Run", "load_run", "runs",
     # conventions, closed forms and estimators (linear costs, R0/R1/R2, depth fits)
     "conventions", "theory",
-    # diagnostics (layer by layer, THEORY sections 3-4)
+    # diagnostics (layer by layer, docs/theory.md, sections 4-6)
     "weight_spectra", "representations", "effective_rank", "jacobian", "log_pdet", "ntk",
     "ntk_max_eig", "hessian_max_eig", "bottleneck_bound", "analyze", "Analysis",
+    "stationarity",
     # errors
     "BnstructError", "ConfigError", "DataError", "RunExistsError",
     # a user's model and points from files
@@ -92,6 +94,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         ntk,
         ntk_max_eig,
         representations,
+        stationarity,
         weight_spectra,
     )
     from .errors import BnstructError, ConfigError, DataError, RunExistsError

@@ -1,4 +1,4 @@
-r"""The one place where bnstruct's conventions are defined (THEORY sections 1, 3 and 6).
+r"""The one place where bnstruct's conventions are defined (docs/theory.md, sections 1, 4 and 8).
 
 Every table, claim, estimator and figure imports its definitions from here, so a number means
 the same thing in ``bnstruct analyze``, in ``claims.json`` and in :mod:`bnstruct.theory`.
@@ -19,7 +19,7 @@ with the representation it hands on, :math:`a_\ell = \sigma(z_\ell)` for ``l < L
 The bottleneck rank (:func:`bottleneck_rank`, the one definition: ``bnstruct analyze`` on
 any model, the claims and the figures read it). The theory predicts that most weight
 matrices of a trained network have ``k`` singular values near 1 and the rest small, so the
-spectrum of ``W_l`` has its largest gap after ``s_k`` (THEORY sections 3 and 6). Tried in
+spectrum of ``W_l`` has its largest gap after ``s_k`` (docs/theory.md, sections 4-5). Tried in
 order:
 
 - ``"weight-gap-min"``: the smallest :func:`gap_rank` shared by at least two consecutive
@@ -231,7 +231,7 @@ def summary() -> dict[str, Any]:
 
 
 #: a representation is "approximately k-dimensional" when at most this share of its centered
-#: energy lies outside its top-k principal subspace (THEORY 6, prediction 4)
+#: energy lies outside its top-k principal subspace (docs/theory.md#claim-representation-rank)
 ENERGY_TOL: float = 0.01
 
 

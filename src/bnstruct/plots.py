@@ -34,18 +34,42 @@ __all__ = [
     "draw_over_seeds", "draw_weight_structure", "draw_rank_over_seeds", "draw_bound",
     "draw_c1", "draw_ntk_vs_c", "draw_sharpness", "draw_narrow_minima", "draw_ntk_vs_depth",
     "draw_rep_convergence", "draw_cross_depth_cka", "draw_linear_cost",
+    "draw_rank_per_layer",
     "draw_linear_singular_values",
     # figures of the reproduction (one PNG each)
-    "new_figure", "save_figure", "linear_cost_figure", "norm_vs_depth_figure",
+    "new_figure", "save_figure", "narrow_panels", "MIN_PANEL_INCHES", "linear_cost_figure",
+    "norm_vs_depth_figure",
     "weight_spectra_figure", "weight_structure_figure", "rep_rank_figure", "bound_figure",
     "learning_rate_figure", "representation_convergence_figure",
     "narrow_minima_figure", "symmetry_figure", "digits_figure",
+    # training curves
+    "draw_history", "history_figure",
 ]
 
 #: rank columns of analyze's table drawn by :func:`draw_rank_profile` by default
 REP_RANK_COLUMNS: dict[str, str] = {
     "rep_erank_entropy": "entropy", "rep_erank_participation": "participation",
     "rep_erank_threshold": "threshold", "rep_rank_numerical": "numerical rank"}
+
+
+#: no panel of a saved figure is narrower than this at its saved size (inches): every figure
+#: stays readable on a printed page (colorbars are not panels)
+MIN_PANEL_INCHES = 3.0
+
+
+def narrow_panels(fig: Figure, min_inches: float = MIN_PANEL_INCHES) -> list[str]:
+    """The panels of ``fig`` (its axes, colorbars excluded) narrower than ``min_inches`` as
+    laid out at the figure's size, as ``"<title or label>: <width> in"`` (call it after the
+    figure was drawn or saved, when the layout engine has placed the axes)."""
+    width = fig.get_figwidth()
+    out = []
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>" or not ax.get_visible():
+            continue
+        w = ax.get_position().width * width
+        if w < min_inches:
+            out.append(f"{ax.get_title() or ax.get_xlabel() or '?'}: {w:.2f} in")
+    return out
 
 
 def new_figure(figsize: tuple[float, float], *,
@@ -177,10 +201,14 @@ def draw_pca(ax: Axes, pca: Any, *, color: Any = None, color_label: str = "",
 
 
 def draw_norm_vs_depth(ax: Axes, nets: pd.DataFrame, fit: Any, k: int) -> None:
-    """``||theta||^2`` of every net against L, the least-squares line and the slope-k line."""
+    """``||theta||^2`` of every net against L (the mean per depth with its standard error over
+    the seeds), the least-squares line over every net and the slope-k line."""
     L = nets["depth"].to_numpy(float)
     grid = np.linspace(0, L.max() * 1.05, 50)
-    ax.plot(L, nets["param_norm2"], "o", color="C0", alpha=0.8, label="trained nets")
+    ax.plot(L, nets["param_norm2"], "o", ms=3, color="C0", alpha=0.35, label="every net")
+    xm, m, se = _mean_se_by(nets, "depth", "param_norm2")
+    ax.errorbar(xm, m, yerr=se, fmt="o", ms=4, capsize=3, color="C0",
+                label="mean ± SE over seeds")
     ax.plot(grid, fit.R0 * grid + fit.R1, "C0-",
             label=rf"fit: $R_0$={fit.R0:.2f}$\pm${fit.R0_err:.2f}, $R_1$={fit.R1:.1f}")
     ax.plot(grid, k * grid + fit.R1 + (fit.R0 - k) * L.mean(), "k--", lw=1,
@@ -229,6 +257,8 @@ def draw_weight_structure(axes: Sequence[Axes], nets: pd.DataFrame, k: int, eps:
         c.plot(g, float(pos["sk1_median"].max()) * (g / g[0]) ** -0.5, "k--", lw=1,
                label=r"$\propto L^{-1/2}$ (scale of the bound)")
         c.legend(fontsize=7)
+    _depth_ticks(c, pos["depth"])
+    _plain_log_ticks(c, "y")
     c.set(xlabel="depth L", ylabel=rf"median $s_{{{k + 1}}}$ (middle layers)",
           title="finding: small singular values")
 
@@ -249,11 +279,12 @@ def draw_bound(ax: Axes, bound: pd.DataFrame, k: int) -> None:
 
 
 def draw_c1(ax: Axes, nets: pd.DataFrame) -> None:
-    """``c1 = ||theta||^2 - kL`` of every net against L, with the mean per depth."""
-    ax.plot(nets["depth"], nets["c1"], "o", alpha=0.6)
-    m = nets.groupby("depth")["c1"].mean()
-    ax.plot(m.index, m.to_numpy(), "-", color="C0")
-    ax.set(xlabel="depth L", ylabel=r"$c_1 = \|\theta\|^2 - kL$", title="c1 per depth")
+    """``c1 = ||theta||^2 - kL`` of every net against L: every net as a faint point, the mean
+    per depth with its standard error over the seeds."""
+    draw_over_seeds(ax, nets, "c1", label="mean ± SE over seeds")
+    ax.set(xlabel="depth L", ylabel=r"$c_1 = \|\theta\|^2 - kL$",
+           title="c1 per depth (O(1) in the theory's regime)")
+    ax.legend(fontsize=8)
 
 
 def draw_ntk_vs_c(ax: Axes, df: pd.DataFrame) -> None:
@@ -281,20 +312,26 @@ def draw_sharpness(ax: Axes, df: pd.DataFrame) -> None:
         t = np.array([ok["two_over_lr"].min(), ok["two_over_lr"].max()])
         ax.loglog(t, t, "k--", lw=1, label="2 / lr")
     ax.set(xlabel="2 / lr", ylabel=r"$\lambda_{max}$(Hessian)", title="sharpness vs 2/lr")
+    _plain_log_ticks(ax)
     ax.legend(fontsize=8)
 
 
 def draw_narrow_minima(ax: Axes, df: pd.DataFrame) -> None:
     """NTK top eigenvalue / (N L) of the rank-k and rank-1 solutions: bars at the mean over
-    seeds (linear axis from 0), every seed as a point."""
+    seeds with standard-error bars (linear axis from 0), every seed as a point."""
     sols = list(dict.fromkeys(df["solution"]))
-    means = [float(df.loc[df["solution"] == s, "ntk_per_NL"].mean()) for s in sols]
-    bars = ax.bar(sols, means, color=["C0", "C3"][:len(sols)], alpha=0.8)
-    ax.bar_label(bars, fmt="%.3g")
+    vals = [df.loc[df["solution"] == s, "ntk_per_NL"].to_numpy(float) for s in sols]
+    means = [float(v.mean()) for v in vals]
+    ses = [float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0 for v in vals]
+    bars = ax.bar(sols, means, yerr=ses, capsize=6, color=["C0", "C3"][:len(sols)], alpha=0.8,
+                  error_kw={"elinewidth": 1.2}, label="mean ± SE over seeds")
+    ax.bar_label(bars, labels=[f"{m:.3g} ± {e:.2g}" for m, e in zip(means, ses, strict=True)],
+                 padding=3)
     for i, s in enumerate(sols):
         v = df.loc[df["solution"] == s, "ntk_per_NL"].to_numpy(float)
         ax.plot(np.full(v.size, i), v, "k.", ms=5)
-    ax.set(ylim=(0, 1.12 * float(df["ntk_per_NL"].max())),
+    top = max(float(df["ntk_per_NL"].max()), max(m + e for m, e in zip(means, ses, strict=True)))
+    ax.set(ylim=(0, 1.18 * top),
            ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
            title=f"same task, depth {int(df['depth'].iloc[0])}")
 
@@ -341,20 +378,24 @@ def norm_vs_depth_figure(nets: pd.DataFrame, fit: Any, k: int, path: Path) -> Pa
 
 
 def weight_spectra_figure(res: Any, path: Path) -> Path:
-    """One panel per depth: the weight spectra of the sweep's first seed at that depth
-    (``res``: a :class:`~bnstruct.experiments._sweep.SweepResult`)."""
+    """One panel per depth, two per row: the weight spectra of the sweep's first seed at that
+    depth (``res``: a :class:`~bnstruct.experiments._sweep.SweepResult`)."""
     from .conventions import middle_layers
 
     nets = res.nets.sort_values(["depth", "seed"])
     first = nets.groupby("depth").head(1)
-    fig = new_figure((3.2 * len(first), 3.4))
-    axes = np.atleast_1d(fig.subplots(1, len(first), sharey=True))
-    for i, (ax, r) in enumerate(zip(axes, first.itertuples(), strict=True)):
+    ncols = min(2, len(first))
+    nrows = -(-len(first) // ncols)
+    fig = new_figure((4.6 * ncols, 3.4 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
+    for i, (ax, r) in enumerate(zip(axes, first.itertuples(), strict=False)):
         L = int(r.depth)
         draw_weight_spectra(ax, res.spectra[r.run], res.k, middle=middle_layers(L),
                             title=f"L = {L}, seed {int(r.seed)}", legend=i == 0)
-        if i:
+        if i % ncols:
             ax.set_ylabel("")
+    for ax in axes[len(first):]:
+        ax.set_visible(False)
     return save_figure(fig, path)
 
 
@@ -432,6 +473,20 @@ def _mean_se_by(g: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray
     return np.array(xs), np.array(ms), np.array(ses)
 
 
+def _plain_log_ticks(ax: Axes, axis: Literal["x", "y", "both"] = "both") -> None:
+    """On log axes: ticks at 1, 2, 5 times powers of ten labelled as plain numbers, no
+    labelled minor ticks (matplotlib's ``2x10^2, 3x10^2, ...`` minor labels overlap when an
+    axis spans about one decade)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    for a, on in ((ax.xaxis, axis in ("x", "both")), (ax.yaxis, axis in ("y", "both"))):
+        if on and a.get_scale() == "log":
+            a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            a.set_major_formatter(fmt)
+            a.set_minor_formatter(NullFormatter())
+
+
 def _depth_ticks(ax: Axes, depths: Any) -> None:
     """On a log x axis: one plain-number tick per depth, no minor ticks."""
     from matplotlib.ticker import NullFormatter, NullLocator
@@ -465,6 +520,7 @@ def draw_ntk_vs_depth(ax: Axes, df: pd.DataFrame) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     _depth_ticks(ax, df["depth"])
+    _plain_log_ticks(ax, "y")
     ax.set(xlabel="depth L", ylabel=r"$\lambda_{max}(\Theta) / (NL)$",
            title="NTK / (NL) vs depth (dashed: 1/c)")
     ax.legend(fontsize=8)
@@ -489,6 +545,7 @@ def draw_rep_convergence(ax: Axes, nets: pd.DataFrame) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     _depth_ticks(ax, nets["depth"])
+    _plain_log_ticks(ax, "y")
     ax.set(xlabel="depth L", ylabel=r"median$_\ell$ 1 - CKA($a_\ell$, $a_{\ell+1}$)",
            title="consecutive middle layers")
     ax.legend(fontsize=8)
@@ -524,26 +581,46 @@ def narrow_minima_figure(df: pd.DataFrame, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def draw_rank_per_layer(ax: Axes, layers: pd.DataFrame, column: str, *, label: str,
+                        color: Any = "C0", fmt: str = "o-") -> None:
+    """A per-layer column over the seeds of one depth (rows: layer, ``column``, one table per
+    seed concatenated): the mean per layer with its standard error as error bars, every seed
+    as a faint point."""
+    ax.plot(layers["layer"], layers[column], ".", color=color, alpha=0.3)
+    x, m, se = _mean_se_by(layers, "layer", column)
+    ax.errorbar(x, m, yerr=se, fmt=fmt, ms=4, capsize=3, color=color, label=label)
+
+
 def symmetry_figure(pca: np.ndarray, inv: np.ndarray, layer: int, layers: pd.DataFrame,
                     path: Path) -> Path:
-    """Bottleneck-layer PCA of held-out points coloured by each invariant, and the
-    representation rank per layer."""
-    fig = new_figure((12, 3.8))
+    """Bottleneck-layer PCA of held-out points coloured by each invariant (one seed), and the
+    verdict's measure, the energy rank of the centered representation per layer (``layers``:
+    every seed's table; mean ± SE over the seeds), with the participation ratio (reported)."""
+    fig = new_figure((14, 3.9))
     axes = fig.subplots(1, 3)
     for ax, j, lab in ((axes[0], 0, r"$r = \sqrt{x_1^2 + x_2^2}$"), (axes[1], 1, "$x_3$")):
         draw_pca(ax, pca, color=inv[:, j], color_label=lab,
                  title=f"layer {layer} coloured by {lab}")
-    draw_rank_profile(axes[2], layers, columns=["rep_erank_participation"], k=2,
-                      label="participation ratio", title="representation rank")
-    axes[2].legend(fontsize=8)
+    n = int(layers["seed"].nunique()) if "seed" in layers else 1
+    draw_rank_per_layer(axes[2], layers, "rep_energy_rank",
+                        label=f"energy rank (verdict), mean ± SE over {n} seed(s)")
+    draw_rank_per_layer(axes[2], layers, "rep_erank_participation", color="0.5", fmt="s--",
+                        label="participation ratio (reported)")
+    axes[2].axhline(2, color="k", ls=":", lw=1, label="k = 2")
+    axes[2].set(xlabel="layer l", ylabel="rank of the centered representation",
+                title="energy rank per layer (verdict: 2 at the bottleneck)")
+    axes[2].set_ylim(bottom=0)
+    axes[2].legend(fontsize=7)
     return save_figure(fig, path)
 
 
 def digits_figure(layers: pd.DataFrame, nets: pd.DataFrame, path: Path) -> Path:
     """Energy rank and participation ratio of the centered representation per layer, one
-    line per depth (mean over seeds, band: min to max), labelled with the test accuracy."""
-    fig = new_figure((11, 3.8))
-    a, b = fig.subplots(1, 2, sharex=True)
+    line per depth (mean over seeds, band: min to max), labelled with the test accuracy; and
+    the finding's verdict, the smallest slack of the bottleneck inequality per net (mean ±
+    SE over the seeds; it must be >= 0)."""
+    fig = new_figure((15.5, 3.8))
+    a, b, c = fig.subplots(1, 3)
     acc = nets.groupby("depth")["test_accuracy"].mean()
     labels = {int(L): f"L={L} (test acc {v:.2f})" for L, v in acc.items()}
     draw_rank_over_seeds(a, layers, "rep_energy_rank", labels=labels)
@@ -551,4 +628,58 @@ def digits_figure(layers: pd.DataFrame, nets: pd.DataFrame, path: Path) -> Path:
     a.legend(fontsize=7)
     draw_rank_over_seeds(b, layers, "rep_erank_participation", labels=labels)
     b.set_title("digits: participation ratio")
+    if "min_slack" in nets:
+        draw_over_seeds(c, nets, "min_slack", label="mean ± SE over seeds")
+        c.axhline(0, color="k", ls="--", lw=1, label="0 (the inequality)")
+        c.set(xlabel="depth L", ylabel="smallest slack over the points",
+              title="bottleneck inequality (verdict: >= 0)")
+        c.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- training curves
+
+#: the history columns :func:`history_figure` draws, with their axis labels and scales
+HISTORY_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("objective", r"objective $\frac{1}{N}\sum\|f-y\|^2 + \lambda\|\theta\|^2$", "log"),
+    ("rel_fit", r"relative fit $\sum\|f-y\|^2 / \sum\|y\|^2$", "log"),
+    ("param_norm2", r"$\|\theta\|^2$", "linear"),
+)
+
+
+def draw_history(ax: Axes, history: pd.DataFrame, column: str, *, label: str | None = None,
+                 color: Any = "C0", stages: bool = True, stage_labels: bool = True,
+                 label_row: int = 0) -> None:
+    """One history column of a run (``history.csv``: one row per logged step) against the
+    step; with ``stages``, a dotted vertical line where each stage after the first begins,
+    labelled ``stage n`` (``stage_labels``; ``label_row``: the row of text below the top, so
+    the labels of several runs do not overlap)."""
+    ax.plot(history["step"], history[column], "-", lw=1.3, color=color, label=label)
+    if stages and "stage" in history and len(history):
+        st = history["stage"].to_numpy()
+        for i in np.flatnonzero(np.diff(st) != 0) + 1:
+            x = float(history["step"].iloc[i - 1])
+            ax.axvline(x, color=color, ls=":", lw=1)
+            if stage_labels:
+                ax.annotate(f"stage {int(st[i]) + 1}", (x, 1),
+                            xycoords=("data", "axes fraction"), xytext=(3, -3 - 10 * label_row),
+                            textcoords="offset points", va="top", fontsize=7, color=color)
+
+
+def history_figure(histories: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
+    """Training curves of one or more runs (name -> history): the objective, the relative
+    fit and :math:`\\|\\theta\\|^2` against the step (one panel each, stacked, stage
+    boundaries dotted), one colour per run."""
+    fig = new_figure((8, 2.7 * len(HISTORY_PANELS)))
+    axes = fig.subplots(len(HISTORY_PANELS), 1, sharex=True)
+    cols = _colors(len(histories)) if len(histories) > 1 else ["C0"]
+    for j, (ax, (col, ylabel, scale)) in enumerate(zip(axes, HISTORY_PANELS, strict=True)):
+        for i, (c, (name, h)) in enumerate(zip(cols, histories.items(), strict=True)):
+            if col in h:
+                draw_history(ax, h, col, label=name, color=c, stage_labels=j == 0,
+                             label_row=i)
+        ax.set_yscale(scale)
+        ax.set_ylabel(ylabel)
+    axes[-1].set_xlabel("step")
+    axes[0].legend(fontsize=7, loc="upper right")
     return save_figure(fig, path)

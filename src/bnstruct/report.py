@@ -11,8 +11,10 @@ Layout of ``out``::
                       an experiment that crashed), seconds, figures (paths relative to out),
                       values (the numbers; null where one is non-finite) and nonfinite (where
                       those nulls are and what they were)
-    out/claims.md     the claims table
-    out/report.html   the table and every figure, one offline page
+    out/claims.md     the headline, an overview table and one section per claim (badge, key
+                      number against its bound, what was checked, why a failure failed, its
+                      figures with captions, the full measurement in a <details>)
+    out/report.html   the same as one offline page (figures embedded, each beside its claim)
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from ._io import atomic_write_text, dumps
 from .config import RunConfig
 from .errors import ConfigError
 from .executors import Executor, execute
-from .experiments import EXPERIMENTS, MODES, Claim, Memo, get_config
+from .experiments import EXPERIMENTS, MODES, Claim, Memo, figure_captions, get_config
 from .store import Run
 
-__all__ = ["reproduce", "write_report"]
+__all__ = ["reproduce", "write_report", "headline", "key_line", "verdict_word", "THEORY_DOC"]
 
 
 def reproduce(mode: str = "quick", out: str | Path = "reproduce", *,
@@ -144,7 +146,8 @@ def _claim(name: str, mode: str, runs: list[Run] | None, error: BaseException | 
             claim = mod.verdict(measured, cfg)
             figdir.mkdir(parents=True, exist_ok=True)
             figs = tuple(str(p) for p in mod.figures(measured, figdir))
-            return dataclasses.replace(claim, figures=figs, seconds=time.perf_counter() - t0)
+            return dataclasses.replace(claim, figures=figs, captions=figure_captions(name, figs),
+                                       seconds=time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - reported as this claim's error
             error = e
     try:
@@ -169,6 +172,7 @@ def _earlier_claims(out: Path, mode: str, exclude: Sequence[str]) -> list[Claim]
             fields = {f.name for f in dataclasses.fields(Claim)}
             row = {k: v for k, v in row.items() if k in fields}
             row["figures"] = tuple(str(out / f) for f in row.get("figures", ()))
+            row["captions"] = tuple(row.get("captions", ()))
             kept.append(Claim(**row))
         return kept
     except (OSError, ValueError, KeyError, TypeError):
@@ -202,6 +206,7 @@ def write_report(claims: Sequence[Claim], out: str | Path, *, mode: str, seconds
                             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "train_seconds": train_seconds, "n_runs": n_runs,
                             "passed": all(c.passed for c in claims),
+                            "headline": headline(claims),
                             "errors": [c.name for c in claims if c.error is not None],
                             "carried_over": list(carried_over),
                             "null": "a null number in values stands for a non-finite one "
@@ -218,12 +223,49 @@ def write_report(claims: Sequence[Claim], out: str | Path, *, mode: str, seconds
     return paths
 
 
-def _verdict_word(c: Claim) -> str:
-    return "ERROR" if c.outcome == "error" else c.outcome
+# --------------------------------------------------------------------------- what a reader sees
+
+#: where the science behind every claim is written down (in the repository)
+THEORY_DOC = "docs/theory.md"
+
+_BADGE = {"pass": "PASS", "FAIL": "FAIL", "reported": "FINDING", "error": "ERROR"}
 
 
-def _measured(c: Claim) -> str:
-    return f"error: {c.error}" if c.error is not None else c.measured
+def verdict_word(c: Claim) -> str:
+    """The badge of a claim: ``PASS`` | ``FAIL`` | ``FINDING`` (a finding that ran) |
+    ``ERROR`` (the experiment crashed: a pipeline error, not a failed claim)."""
+    return _BADGE[c.outcome]
+
+
+def headline(claims: Sequence[Claim]) -> str:
+    """Claims and findings counted apart, e.g. ``"8 of 9 claims pass, 1 finding"`` (``"7 of 9
+    claims pass, 1 error, 1 finding"``; a finding that could not be reported counts as
+    failed: ``"1 finding (1 failed)"``)."""
+    real = [c for c in claims if c.kind == "claim"]
+    found = [c for c in claims if c.kind == "finding"]
+    n_pass = sum(c.outcome == "pass" for c in real)
+    errors = sum(c.outcome == "error" for c in real)
+    parts = [f"{n_pass} of {len(real)} claim{'s' if len(real) != 1 else ''} pass"]
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if found:
+        bad = [f"{n} {w}" for w, n in (
+            ("failed", sum(c.outcome == "FAIL" for c in found)),
+            ("error" if sum(c.outcome == "error" for c in found) == 1 else "errors",
+             sum(c.outcome == "error" for c in found))) if n]
+        parts.append(f"{len(found)} finding{'s' if len(found) != 1 else ''}"
+                     + (f" ({', '.join(bad)})" if bad else ""))
+    return ", ".join(parts)
+
+
+def key_line(c: Claim) -> str:
+    """The claim's key number next to its bound, one line (``key  (bound: ...)``); for a
+    crashed experiment its error."""
+    if c.error is not None:
+        return f"error: {c.error}"
+    if not c.key:
+        return "(no summary recorded: see the full measurement)"
+    return f"{c.key}  (bound: {c.bound})" if c.bound else c.key
 
 
 def _md_cell(s: str) -> str:
@@ -235,75 +277,144 @@ def _kept_note(meta: dict[str, Any]) -> str:
     return f"; kept from the earlier report: {', '.join(kept)}" if kept else ""
 
 
+def _run_note(meta: dict[str, Any]) -> str:
+    return (f"{meta['seconds']:.0f} s on {meta['device']} (bnstruct {meta['bnstruct']}, torch "
+            f"{meta['torch']}, {meta['created']})" + _kept_note(meta))
+
+
+def _anchor(name: str) -> str:
+    return "claim-" + name
+
+
 def _markdown(claims: Sequence[Claim], meta: dict[str, Any], out: Path) -> str:
     lines = [f"# bnstruct reproduce --{meta['mode']}", "",
-             f"{sum(c.passed for c in claims)}/{len(claims)} passed"
-             + (f", {len(meta['errors'])} error(s)" if meta.get("errors") else "")
-             + f" in {meta['seconds']:.0f} s "
-             f"on {meta['device']} (bnstruct {meta['bnstruct']}, torch {meta['torch']})"
-             + _kept_note(meta) + ".", "",
-             "| claim | verdict | measured | expected | tolerance | seconds |",
-             "| --- | --- | --- | --- | --- | ---: |"]
+             f"**{headline(claims)}**. {_run_note(meta)}. Definitions and the claims as "
+             f"tested: `{THEORY_DOC}` in the bnstruct repository.", "",
+             "| claim | verdict | key number | bound |", "| --- | --- | --- | --- |"]
     for c in claims:
-        lines.append(f"| {c.name} | {_verdict_word(c)} | {_md_cell(_measured(c))} | "
-                     f"{_md_cell(c.expected)} | {_md_cell(c.tolerance)} | {c.seconds:.1f} |")
-    lines += ["", "## Statements", ""]
+        key = f"error: {c.error}" if c.error is not None else (c.key or "-")
+        lines.append(f"| [{c.name}](#{_anchor(c.name)}) | {verdict_word(c)} | "
+                     f"{_md_cell(key)} | {_md_cell(c.bound or '-')} |")
+    n_fig = 0
     for c in claims:
-        lines.append(f"- **{c.name}**: {c.statement}" + (f" ({c.note})" if c.note else ""))
-    figs = [(c.name, f) for c in claims for f in c.figures]
-    if figs:
-        lines += ["", "## Figures", ""]
-        lines += [f"![{n}]({_rel(f, out)})" for n, f in figs]
+        lines += ["", f'<a id="{_anchor(c.name)}"></a>', "",
+                  f"## {c.name}: {verdict_word(c)}", "", f"**{key_line(c)}**", ""]
+        if c.checked:
+            lines += [c.checked, ""]
+        if c.why and c.outcome != "pass":
+            lines += [f"**Why it {'fails' if c.error is None else 'has no verdict'}:** "
+                      f"{c.why}.", ""]
+        for f, cap in zip(c.figures, _captions(c), strict=True):
+            n_fig += 1
+            lines += [f"![{c.name}]({_rel(f, out)})", "", f"*Figure {n_fig}. {cap}*", ""]
+        lines += ["<details><summary>Full measurement</summary>", ""]
+        lines += [f"- **{k}**: {_md_cell(v)}" for k, v in _details(c)]
+        lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 
+def _captions(c: Claim) -> tuple[str, ...]:
+    """One caption per figure (an old record without captions: the file stem)."""
+    if len(c.captions) == len(c.figures):
+        return c.captions
+    return tuple(Path(f).stem.replace("_", " ") for f in c.figures)
+
+
+def _details(c: Claim) -> list[tuple[str, str]]:
+    rows = [("statement", c.statement),
+            ("measured", c.measured if c.error is None else f"error: {c.error}"),
+            ("predicted", c.expected), ("tolerance", c.tolerance)]
+    if c.note:
+        rows.append(("note", c.note))
+    rows.append(("theory", f"{THEORY_DOC}#claim-{c.name} (the claim as tested)"))
+    rows.append(("seconds", f"{c.seconds:.1f} (measurement, verdict and figures)"))
+    return rows
+
+
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;
-margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;width:100%;font-size:14px}
-th,td{border:1px solid #ccc;padding:6px 8px;vertical-align:top;text-align:left}
-th{background:#f3f3f3} .pass{color:#176f2c;font-weight:bold} .fail{color:#b00020;
-font-weight:bold} .rep{color:#555;font-weight:bold} figure{margin:1.5em 0}
-img{max-width:100%;border:1px solid #eee} .stmt{color:#555;font-size:13px}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1400px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} .headline{font-size:1.35em;font-weight:600;margin:.2em 0}
+.meta{color:#555;font-size:14px}
+table.overview{border-collapse:collapse;width:100%;font-size:14px;margin:1em 0 2em}
+.overview th,.overview td{border-bottom:1px solid #ddd;padding:5px 8px;text-align:left;
+vertical-align:top} .overview th{background:#f5f5f5}
+.badge{display:inline-block;min-width:5.5em;text-align:center;border-radius:4px;
+padding:1px 8px;font-size:13px;font-weight:700;color:#fff;vertical-align:middle}
+.badge.pass{background:#1b7f3b} .badge.fail{background:#b00020}
+.badge.finding{background:#5a5a8c} .badge.error{background:#8a4b00}
+section.claim{display:grid;grid-template-columns:minmax(280px,2fr) minmax(0,3fr);gap:1.5em;
+border-top:1px solid #ddd;padding:1.2em 0}
+section.claim h2{margin:0 0 .4em;font-size:1.3em}
+.key{font-size:1.05em} .key .num{font-weight:700} .key .vs{color:#666}
+.checked{color:#333} .why{background:#fff3f3;border-left:4px solid #b00020;padding:.4em .8em}
+details{margin-top:.8em;font-size:13px} details dt{font-weight:600;margin-top:.4em}
+details dd{margin-left:1em}
+figure{margin:0 0 1em} img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:13px;color:#444}
+@media (max-width:900px){section.claim{grid-template-columns:1fr}}
 """
 
 
-def _img(path: str) -> str:
+def _img(path: str, alt: str) -> str:
     p = Path(path)
     if not p.exists():
         return f"<p>missing figure {html.escape(str(p))}</p>"
     data = base64.b64encode(p.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(p.name)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _html(claims: Sequence[Claim], meta: dict[str, Any]) -> str:
     e = html.escape
-    rows = []
+    over = []
     for c in claims:
-        cls = {"pass": "pass", "FAIL": "fail", "reported": "rep", "ERROR": "fail"}[
-            _verdict_word(c)]
-        rows.append(f"<tr><td><b>{e(c.name)}</b><div class='stmt'>{e(c.statement)}</div></td>"
-                    f"<td class='{cls}'>{_verdict_word(c)}</td><td>{e(_measured(c))}</td>"
-                    f"<td>{e(c.expected)}</td><td>{e(c.tolerance)}</td>"
-                    f"<td>{c.seconds:.1f}</td></tr>")
-    figs = []
+        w = verdict_word(c)
+        key = f"error: {c.error}" if c.error is not None else (c.key or "-")
+        over.append(f"<tr><td><a href='#{_anchor(c.name)}'>{e(c.name)}</a></td>"
+                    f"<td><span class='badge {w.lower()}'>{w}</span></td>"
+                    f"<td>{e(key)}</td><td>{e(c.bound or '-')}</td></tr>")
+    cards, n_fig = [], 0
     for c in claims:
-        for f in c.figures:
-            figs.append(f"<figure>{_img(f)}<figcaption>{e(c.name)}: {e(Path(f).stem)}"
-                        f"</figcaption></figure>")
-    n_pass = sum(c.passed for c in claims)
+        w = verdict_word(c)
+        if c.error is not None:
+            key = f"<span class='num'>error</span> {e(c.error)}"
+        elif c.key:
+            key = (f"<span class='num'>{e(c.key)}</span>"
+                   + (f" <span class='vs'>against</span> <span class='bound'>{e(c.bound)}"
+                      "</span>" if c.bound else ""))
+        else:
+            key = "<span class='num'>(no summary recorded)</span>"
+        why = (f"<p class='why'><b>Why it {'fails' if c.error is None else 'has no verdict'}:"
+               f"</b> {e(c.why)}.</p>" if c.why and c.outcome != "pass" else "")
+        figs = []
+        for f, cap in zip(c.figures, _captions(c), strict=True):
+            n_fig += 1
+            figs.append(f"<figure id='fig-{e(Path(f).stem)}'>{_img(f, cap)}<figcaption><b>"
+                        f"Figure {n_fig}.</b> {e(cap)}</figcaption></figure>")
+        dl = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _details(c))
+        cards.append(
+            f"<section class='claim' id='{_anchor(c.name)}' data-verdict='{w.lower()}'>"
+            f"<div class='text'><h2>{e(c.name)} <span class='badge {w.lower()}'>{w}</span>"
+            f"</h2><p class='key'>{key}</p>"
+            + (f"<p class='checked'>{e(c.checked)}</p>" if c.checked else "")
+            + f"{why}<details><summary>Full measurement</summary><dl>{dl}</dl></details>"
+            f"</div><div class='figs'>{''.join(figs)}</div></section>")
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>bnstruct reproduce</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>bnstruct reproduce --{e(meta['mode'])}: {e(headline(claims))}</title>
 <style>{_CSS}</style></head><body>
-<h1>bnstruct reproduce --{e(meta['mode'])}</h1>
-<p>Jacot (2023), <i>Bottleneck Structure in Learned Features</i>: {n_pass}/{len(claims)} claims
-passed in {meta['seconds']:.0f} s on {e(meta['device'])} (bnstruct {e(meta['bnstruct'])},
-torch {e(meta['torch'])}, {e(meta['created'])}){e(_kept_note(meta))}.</p>
-<table><tr><th>claim</th><th>verdict</th><th>measured</th><th>expected</th><th>tolerance</th>
-<th>s</th></tr>
-{''.join(rows)}
-</table>
-<h2>Figures</h2>
-{''.join(figs)}
+<header><h1>bnstruct reproduce --{e(meta['mode'])}</h1>
+<p class="headline">{e(headline(claims))}</p>
+<p class="meta">Jacot (2023), <i>Bottleneck Structure in Learned Features: Low-Dimension vs
+Regularity Tradeoff</i> (arXiv 2305.19008) and Jacot (2022), <i>Implicit Bias of Large Depth
+Networks: a Notion of Rank for Nonlinear Functions</i> (arXiv 2209.15055). Definitions and the
+claims as tested: <code>{THEORY_DOC}</code> in the bnstruct repository. {e(_run_note(meta))}.
+Numbers after ± are standard errors over the seeds.</p></header>
+<table class="overview"><thead><tr><th>claim</th><th>verdict</th><th>key number</th>
+<th>bound</th></tr></thead><tbody>
+{''.join(over)}
+</tbody></table>
+{''.join(cards)}
 </body></html>
 """

@@ -1,4 +1,4 @@
-r"""Closed forms and estimators of the representation cost (THEORY sections 2-3).
+r"""Closed forms and estimators of the representation cost (docs/theory.md, sections 2-4).
 
 Linear maps (everything exact). For :math:`f(x) = A x` with nonzero singular values
 :math:`s_1 \ge \dots \ge s_k > 0`, the depth-``L`` representation cost (the smallest

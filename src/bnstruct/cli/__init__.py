@@ -8,7 +8,7 @@ with exit code 2 and no traceback; nothing is written for rejected input.
 from __future__ import annotations
 
 from ..errors import BnstructError
-from . import analyze, bench, reproduce, runs, sweep, train
+from . import analyze, bench, history, reproduce, runs, sweep, train
 from ._app import app, err
 from .tables import analysis_table, general_tables
 
@@ -20,6 +20,7 @@ app.command("sweep")(sweep.sweep_cmd)
 app.command("runs")(runs.runs_cmd)
 app.command("fit-depth")(runs.fit_depth_cmd)
 app.command("analyze")(analyze.analyze_cmd)
+app.command("plot-history")(history.plot_history_cmd)
 app.add_typer(bench.bench_app, name="bench")
 app.command("reproduce")(reproduce.reproduce_cmd)
 

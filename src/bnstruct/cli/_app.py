@@ -4,13 +4,15 @@ DataFrame, number formatting and the executor options."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from enum import Enum
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["app", "out", "err", "Fmt", "df_table", "num", "grid_opt", "make_executor",
+__all__ = ["app", "out", "err", "terminal_width", "PIPE_WIDTH", "Fmt", "df_table", "df_tables",
+           "print_df", "num", "grid_opt", "make_executor",
            "torch_threads", "EXECUTOR", "ADDRESS", "CPUS", "GPUS"]
 
 
@@ -29,8 +31,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console() if sys.stdout.isatty() else Console(width=240)
-err = Console(stderr=True)
+#: the width of piped output when neither COLUMNS nor a terminal says otherwise
+PIPE_WIDTH = 100
+
+
+def terminal_width(stream=None) -> int:
+    """The width output to ``stream`` (default stdout) must fit: ``COLUMNS`` when set, else
+    the terminal's (stdout's, or stderr's when stdout is piped into a pager or a file), else
+    :data:`PIPE_WIDTH`."""
+    import os
+
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    for f in (stream or sys.stdout, sys.stderr):
+        try:
+            return os.get_terminal_size(f.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            continue
+    return PIPE_WIDTH
+
+
+out = Console(width=terminal_width())
+err = Console(stderr=True, width=terminal_width(sys.stderr))
 
 
 @app.callback()
@@ -52,6 +75,55 @@ def df_table(df, title: str | None = None, floatfmt: str = "{:.4g}") -> Table:
     for _, row in df.iterrows():
         t.add_row(*[floatfmt.format(v) if isinstance(v, float) else str(v) for v in row])
     return t
+
+
+def _cell(v: object, floatfmt: str) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "" if v != v else floatfmt.format(v)
+    return "" if v is None else str(v)
+
+
+def df_tables(df, title: str | None = None, *, key: Sequence[str] = (),
+              floatfmt: str = "{:.4g}", width: int | None = None) -> list[Table]:
+    """``df`` as tables that fit ``width`` (default: the terminal's) without truncating or
+    wrapping a cell: the columns are packed left to right into as many tables as needed,
+    each repeating the ``key`` columns (e.g. a run's name or the layer) so every row can be
+    read across tables. A cell is never cut: a run name stays copyable."""
+    from rich import box
+
+    width = width or out.width
+    cells = {c: [_cell(v, floatfmt) for v in df[c]] for c in df.columns}
+    need = {c: max([len(str(c)), *map(len, cells[c])]) + 2 for c in df.columns}
+    keys = [c for c in key if c in df.columns]
+    rest = [c for c in df.columns if c not in keys]
+    budget = width - sum(need[c] for c in keys)
+    chunks: list[list[str]] = []
+    for c in rest:
+        if chunks and sum(need[x] for x in chunks[-1]) + need[c] <= budget:
+            chunks[-1].append(c)
+        else:
+            chunks.append([c])
+    tables = []
+    for i, chunk in enumerate(chunks or [[]]):
+        t = Table(title=title if i == 0 else None, header_style="bold", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True,
+                  title_justify="left")
+        for c in [*keys, *chunk]:
+            t.add_column(str(c), justify="right" if df[c].dtype.kind in "fiu" else "left",
+                         no_wrap=True, overflow="fold")
+        for r in range(len(df)):
+            t.add_row(*[cells[c][r] for c in [*keys, *chunk]])
+        tables.append(t)
+    return tables
+
+
+def print_df(df, title: str | None = None, *, key: Sequence[str] = (),
+             floatfmt: str = "{:.4g}") -> None:
+    """Print ``df`` on stdout as :func:`df_tables` (fits the terminal's width)."""
+    for t in df_tables(df, title, key=key, floatfmt=floatfmt):
+        out.print(t)
 
 
 def num(v: object, spec: str) -> str:

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError
-from ._app import df_table, out
+from ._app import out, print_df
 from .tables import analysis_table, general_tables
 
 
@@ -43,8 +42,9 @@ def _check_figure_path(path: Path) -> None:
 
 
 def analyze_cmd(
-    run_dir: Annotated[Path | None, typer.Argument(
-        help="a run directory written by bnstruct train (or use --model/--data)")] = None,
+    run_dirs: Annotated[list[Path] | None, typer.Argument(
+        help="run directories written by bnstruct train, one table each (or use "
+             "--model/--data)", show_default=False)] = None,
     model_spec: Annotated[str | None, typer.Option(
         "--model", help="your model: 'package.module:factory' (called with no arguments; "
         "this imports and runs that code: use only code you trust)")
@@ -73,7 +73,9 @@ def analyze_cmd(
     plot: Annotated[Path | None, typer.Option(
         help="write the figures (weight spectra, representation ranks, PCA) to FILE")] = None,
 ) -> None:
-    """Diagnose a trained network layer by layer: spectra, ranks, bound, NTK (float64)."""
+    """Diagnose trained networks layer by layer: spectra, ranks, bound, NTK (float64); one
+    table per run, and a warning when a net is not yet near a stationary point of its
+    objective (its numbers should not be trusted)."""
     from ..diagnostics import analyze
     from ..loading import load_model, load_points
     from ..store import load_run
@@ -85,8 +87,8 @@ def analyze_cmd(
     if plot is not None:
         _check_figure_path(plot)
     if model_spec is not None or data is not None:
-        if run_dir is not None:
-            raise ConfigError("give a run directory or --model/--data, not both")
+        if run_dirs:
+            raise ConfigError("give run directories or --model/--data, not both")
         if model_spec is None or data is None:
             raise ConfigError("--model and --data go together (and --weights, usually)")
         if hessian:
@@ -116,29 +118,58 @@ def analyze_cmd(
         return
     if weights is not None or layers is not None or output is not None:
         raise ConfigError("--weights, --layers and --output go with --model/--data")
-    if run_dir is None:
+    if not run_dirs:
         raise ConfigError("give a run directory, or --model and --data")
-    r = load_run(run_dir)
-    X, Y = r.task.X, r.task.Y
-    if points is not None:
-        if points > X.shape[0]:
-            raise ConfigError(f"--points {points} exceeds the run's {X.shape[0]} training "
-                              "points")
-        X, Y = X[:points], Y[:points]
-    last = r.config.stages[-1]
-    a = analyze(r.model, X, k, Y=Y, lam=last.lam, hessian=hessian, lr=last.lr)
-    a.summary["run"] = str(r.path)
-    a.summary["task_bn_rank"] = r.task.bn_rank
-    if plot is not None:
-        color, label = _pca_color(r.task, X.shape[0])
-        try:
-            a.plot(plot, color=color, color_label=label)
-        except OSError as e:
-            raise ConfigError(f"cannot write --plot {plot}: {e.strerror or e}") from None
-    _print_analysis(a, f"layers of {r.path}", as_json=as_json, as_csv=as_csv,
-                    all_columns=all_columns)
+    if plot is not None and len(run_dirs) > 1:
+        raise ConfigError(f"--plot writes one figure: give one run, not {len(run_dirs)}")
+    missing = [str(d) for d in run_dirs if not (Path(d) / "config.json").is_file()]
+    if missing:
+        raise ConfigError(f"not a run directory (no config.json): {', '.join(missing)}")
+    several = len(run_dirs) > 1
+    docs = []
+    for i, run_dir in enumerate(run_dirs):
+        r = load_run(run_dir)
+        X, Y = r.task.X, r.task.Y
+        if points is not None:
+            if points > X.shape[0]:
+                raise ConfigError(f"--points {points} exceeds the {X.shape[0]} training "
+                                  f"points of {run_dir}")
+            X, Y = X[:points], Y[:points]
+        last = r.config.stages[-1]
+        a = analyze(r.model, X, k, Y=Y, lam=last.lam, hessian=hessian, lr=last.lr)
+        a.summary["run"] = str(r.path)
+        a.summary["task_bn_rank"] = r.task.bn_rank
+        if plot is not None:
+            color, label = _pca_color(r.task, X.shape[0])
+            try:
+                a.plot(plot, color=color, color_label=label)
+            except OSError as e:
+                raise ConfigError(f"cannot write --plot {plot}: {e.strerror or e}") from None
+        if as_json and several:
+            docs.append(a.to_dict())
+            continue
+        if as_csv and several:
+            df = a.layers.copy()
+            df.insert(0, "run", r.path.name)
+            sys.stdout.write(df.to_csv(index=False, header=i == 0))
+            continue
+        if i:
+            out.print()
+        _print_analysis(a, f"layers of {r.path}", as_json=as_json, as_csv=as_csv,
+                        all_columns=all_columns)
+    if docs:
+        from .._io import dumps
+
+        sys.stdout.write(dumps(docs) + "\n")
     if plot is not None and not (as_json or as_csv):
         out.print(f"figure written to {plot}", highlight=False)
+
+
+#: the summary rows ``analyze`` shows by default (``--all``: every key)
+SUMMARY_KEYS = ("k", "k_source", "task_bn_rank", "bottleneck_rank", "bottleneck_rank_method",
+                "bottleneck_layers", "param_norm2_per_depth", "bound_slack_min",
+                "ntk_max_eig_per_NL", "hessian_max_eig", "two_over_lr", "rel_fit",
+                "rescaling_grad", "rel_grad", "implementation")
 
 
 def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,
@@ -156,25 +187,30 @@ def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,
     if a.representations is not None and not all_columns:
         for tab in general_tables(a, title=title):
             out.print(tab, width=min(out.width, 100))
-    elif all_columns:  # as wide as it takes: no column squeezed
-        import io
-
-        wide = Console(width=10_000, record=True, file=io.StringIO())
-        wide.print(analysis_table(a, all_columns=True))
-        out.print(title, highlight=False)
+    elif all_columns:  # every column, in as many tables as the width needs (no cell cut)
+        print_df(a.layers, title=title, key=["layer"] if "layer" in a.layers else ())
         if a.representations is not None:
-            wide.print(df_table(a.representations, title="representations"))
-        sys.stdout.write("\n".join(line.rstrip() for line in wide.export_text().splitlines())
-                         + "\n")
+            print_df(a.representations, title="representations", key=["rep"])
     else:
         out.print(analysis_table(a, title=title), width=min(out.width, 100))
-    t = Table(title="summary", header_style="bold")
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
-    for key, v in a.summary.items():
-        if key in ("thresholds", "conventions"):
-            continue
+    from rich import box
+
+    t = Table(title="summary" + ("" if all_columns else " (--all: every quantity)"),
+              header_style="bold", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    t.add_column("quantity", no_wrap=True)
+    t.add_column("value", justify="right", overflow="fold")
+    keys = [kk for kk in a.summary if kk not in ("thresholds", "conventions", "warning")] \
+        if all_columns else [kk for kk in SUMMARY_KEYS if kk in a.summary]
+    for key in keys:
+        v = a.summary[key]
+        if key == "bottleneck_rank_method" and not all_columns:
+            v = str(v).split(":")[0]  # the rule's name; --all: its description
         t.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))
     out.print(t)
-    out.print("thresholds: " + ", ".join(f"{kk}={vv:g}" for kk, vv in
-                                         a.summary["thresholds"].items()), highlight=False)
+    if all_columns:
+        out.print("thresholds: " + ", ".join(f"{kk}={vv:g}" for kk, vv in
+                                             a.summary["thresholds"].items()), highlight=False)
+    if a.summary.get("warning"):
+        from rich.text import Text
+
+        out.print(Text.assemble(("warning: ", "bold yellow"), str(a.summary["warning"])))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from ._app import df_table, out, torch_threads
+from ._app import out, print_df, torch_threads
 
 bench_app = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same process.",
                         no_args_is_help=True)
@@ -28,8 +28,8 @@ def bench_train_cmd(
         if v < 1:
             raise ConfigError(f"--{nm} must be >= 1, got {v}")
     df = bench_train(depth=depth, width=width, n=n, rounds=rounds)
-    out.print(df_table(df, title=f"training step, L={depth} width={width} N={n} float32, "
-                                  f"{torch_threads()} threads ({df.attrs['load']})"))
+    print_df(df, title=f"training step, L={depth} width={width} N={n} float32, "
+                       f"{torch_threads()} threads ({df.attrs['load']})")
 
 
 @bench_app.command("sweep")
@@ -62,8 +62,8 @@ def bench_sweep_cmd(
         sys.stdout.write(dumps({"threads": torch_threads(), "load": df.attrs["load"],
                                 "rows": df.to_dict("records")}) + "\n")
         return
-    out.print(df_table(df, title=f"batched training, float32, {torch_threads()} threads "
-                                  f"({df.attrs['load']})"))
+    print_df(df, title=f"batched training, float32, {torch_threads()} threads "
+                       f"({df.attrs['load']})")
 
 
 @bench_app.command("plan")
@@ -93,8 +93,8 @@ def bench_plan_cmd(
     if as_json:
         sys.stdout.write(dumps({"mode": mode, **a, "rows": df.to_dict("records")}) + "\n")
         return
-    out.print(df_table(df, title=f"reproduce --{mode}: training estimate, one thread per "
-                                  f"worker ({a['load']})"))
+    print_df(df, title=f"reproduce --{mode}: training estimate, one thread per "
+                       f"worker ({a['load']})")
     out.print(f"{a['core_seconds']:.0f} core-seconds of training; about "
               f"{a['makespan_s']:.0f} s on {a['workers']} worker(s) (longest batch first), "
               "plus process start-up and the claims' measurements", highlight=False)
@@ -114,9 +114,9 @@ def bench_ntk_cmd(
         if v < 1:
             raise ConfigError(f"--{nm} must be >= 1, got {v}")
     df = bench_ntk(depth=depth, width=width, n=n, rounds=rounds)
-    out.print(df_table(df, title=f"NTK, L={depth} width={width} N={n} d_out=20 float64, "
-                                  f"{torch_threads()} threads, peak RSS before the runs "
-                                  f"{df.attrs['rss_at_start_mb']:.0f} MB"))
+    print_df(df, title=f"NTK, L={depth} width={width} N={n} d_out=20 float64, "
+                       f"{torch_threads()} threads, peak RSS before the runs "
+                       f"{df.attrs['rss_at_start_mb']:.0f} MB")
 
 
 @bench_app.command("analyze")
@@ -140,8 +140,8 @@ def bench_analyze_cmd(
     if as_json:
         sys.stdout.write(dumps({"rows": df.to_dict(orient="records"), **df.attrs}) + "\n")
         return
-    out.print(df_table(df, title=f"analyze vs public functions one by one: "
-                                  f"{df.attrs['setup']}"))
+    print_df(df, title=f"analyze vs public functions one by one: "
+                       f"{df.attrs['setup']}")
     out.print(f"same results: ntk_max_eig rel. diff {df.attrs['ntk_max_eig_rel_diff']:.2g}, "
               f"bound slack diff {df.attrs['bound_slack_min_diff']:.2g}", highlight=False)
     out.print(f"analyze / floor {df.attrs['analyze_vs_floor']:.2f} (target <= 1.2)",
@@ -172,5 +172,5 @@ def bench_analyze_general_cmd(
     if as_json:
         sys.stdout.write(dumps({"rows": df.to_dict(orient="records"), **df.attrs}) + "\n")
         return
-    out.print(df_table(df, title=f"analyze of a general model: {df.attrs['setup']}"))
+    print_df(df, title=f"analyze of a general model: {df.attrs['setup']}")
 

@@ -6,10 +6,32 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
 from ..errors import ConfigError
 from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, make_executor, out
+
+
+def closing(claims, mode: str, out_dir: Path, width: int | None = None) -> list[Text]:
+    """What ``reproduce`` ends with: the headline, one line per claim (name, verdict, its key
+    number; cut with an ellipsis at ``width``, default the terminal's, never wrapped), and
+    where the report and claims.md are."""
+    from ..report import headline, verdict_word
+
+    width = width or out.width
+    style = {"PASS": "green", "FAIL": "bold red", "FINDING": "blue", "ERROR": "bold red"}
+    pad = max((len(c.name) for c in claims), default=0)
+    lines = [Text(f"bnstruct reproduce --{mode}: {headline(claims)}", style="bold")]
+    for c in claims:
+        w = verdict_word(c)
+        line = Text.assemble(c.name.ljust(pad), "  ", (w.ljust(7), style[w]), "  ",
+                             f"error: {c.error}" if c.error is not None else (c.key or "-"))
+        line.truncate(width, overflow="ellipsis")
+        lines.append(line)
+    lines += [Text(f"report: {out_dir / 'report.html'}"),
+              Text(f"claims: {out_dir / 'claims.md'} (the full measurements, and why a claim "
+                   "fails)")]
+    return lines
 
 
 def reproduce_cmd(
@@ -65,17 +87,8 @@ def reproduce_cmd(
             on_note=lambda m: bar.update(tid, info=m),
             on_done=lambda c: bar.advance(tid),
             executor=ex)  # type: ignore[arg-type]
-    t = Table(title=f"bnstruct reproduce --{mode}: {sum(c.passed for c in claims)}/"
-                    f"{len(claims)} passed", header_style="bold", show_lines=True)
-    for col in ("claim", "verdict", "measured", "expected", "tolerance", "s"):
-        t.add_column(col, justify="right" if col == "s" else "left")
-    for c in claims:
-        word = "ERROR" if c.error is not None else c.outcome
-        style = "green" if c.passed else "red"
-        t.add_row(c.name, f"[{style}]{word}[/]", f"error: {c.error}" if c.error else c.measured,
-                  c.expected, c.tolerance, f"{c.seconds:.1f}")
-    out.print(t)
-    out.print(f"report: {out_dir / 'report.html'}", highlight=False)
+    for line in closing(claims, mode, out_dir):
+        out.print(line, highlight=False)
     if mode == "smoke":  # the pipeline ran: no experiment crashed
         raise typer.Exit(0 if all(c.error is None for c in claims) else 1)
     raise typer.Exit(0 if all(c.passed for c in claims) else 1)

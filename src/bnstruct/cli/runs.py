@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from ._app import Fmt, df_table, out
+from ._app import Fmt, out, print_df
 
 
 def runs_cmd(
@@ -20,7 +20,8 @@ def runs_cmd(
     columns: Annotated[str | None, typer.Option(help="comma list of columns to show")
                        ] = None,
 ) -> None:
-    """List the runs of a store (its SQLite index)."""
+    """List the runs of a store (its SQLite index): full names, the configuration columns
+    that differ between the listed runs, the outcome; what they share on one line."""
     from ..store import runs
 
     df = runs(store, where)
@@ -30,15 +31,36 @@ def runs_cmd(
         if bad:
             raise ConfigError(f"unknown column(s) {bad}; available: {list(df.columns)}")
         df = df[cols]
-    elif fmt is Fmt.table:
-        df = df[["name", "task", "model", "depth", "width", "lam", "status", "rel_fit",
-                 "rel_test_error", "param_norm2", "norm2_per_kL", "seconds"]]
     if fmt is Fmt.csv:
         sys.stdout.write(df.to_csv(index=False))
     elif fmt is Fmt.json:
         sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
+    elif columns:
+        print_df(df, title=f"{len(df)} run(s) in {store}", key=["name"] if "name" in df else ())
     else:
-        out.print(df_table(df, title=f"{len(df)} run(s) in {store}"))
+        show, common = runs_view(df)
+        print_df(show, title=f"{len(df)} run(s) in {store}", key=["name"])
+        if common:
+            out.print("the same in every run: " + ", ".join(f"{k}={v}" for k, v in common.items()),
+                      highlight=False)
+
+
+#: the configuration columns of the index, in the order ``runs`` shows them
+CONFIG_COLUMNS = ("task", "model", "depth", "width", "d_in", "d_out", "n_train", "k",
+                  "optimizer", "lr", "lam", "steps", "seed", "dtype")
+#: the outcome columns ``runs`` always shows
+RESULT_COLUMNS = ("status", "rel_fit", "rel_test_error", "param_norm2", "norm2_per_kL",
+                  "seconds")
+
+
+def runs_view(df):
+    """The default table of ``bnstruct runs``: the full run name, the configuration columns
+    that differ between the listed runs (lr, optimizer, steps, ...), the outcome; and the
+    configuration the runs share (column -> value)."""
+    varying = [c for c in CONFIG_COLUMNS if c in df and df[c].astype(str).nunique() > 1]
+    common = {c: df[c].iloc[0] for c in CONFIG_COLUMNS
+              if c in df and len(df) and c not in varying}
+    return df[["name", *varying, *[c for c in RESULT_COLUMNS if c in df]]], common
 
 
 def fit_depth_cmd(
@@ -67,5 +89,5 @@ def fit_depth_cmd(
                                                            strict=True)]
             show = show.drop(columns=f"{c}_err")
     show = show.drop(columns=["task_options", "sigma"])
-    out.print(df_table(show, title=f"depth fits (OLS, ± 1 standard error) in {store}"
-                                    + (f", slope fixed at k={k:g}" if k is not None else "")))
+    print_df(show, title=f"depth fits (OLS, ± 1 standard error) in {store}"
+                       + (f", slope fixed at k={k:g}" if k is not None else ""))

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, grid_opt, make_executor, num, out
+from ._app import ADDRESS, CPUS, EXECUTOR, GPUS, err, grid_opt, make_executor, num, out, print_df
 
 
 def sweep_cmd(
@@ -59,6 +58,7 @@ def sweep_cmd(
     --lam 0.005,0.01 --steps 2000 --out runs"""
     import time
 
+    import pandas as pd
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -111,20 +111,21 @@ def sweep_cmd(
                      for c in configs]
     seconds = time.perf_counter() - t0
     varying = [n for n in points[0].values if len({repr(p.values[n]) for p in points}) > 1]
-    t = Table(title=f"sweep into {out_dir}: {len(configs) - len(reused)} ran, {len(reused)} "
-                    f"reused, {sum(r.status == 'diverged' for r in runs_)} diverged "
-                    f"({seconds:.1f}s)", header_style="bold")
-    for col in ["run", *varying, "status", "rel_fit", "param_norm2", "seconds"]:
-        t.add_column(col, justify="left" if col in ("run", "status") else "right")
+    rows = []
     for p, r in zip(points, runs_, strict=True):
         fin = r.summary["final"]
         what = "reused" if r.path.name in reused else "ran"
         status = r.status if r.status != "diverged" else (
             f"[red]diverged@{r.summary.get('diverged_at')}[/]")
-        t.add_row(r.path.name, *[str(p.values[n]) for n in varying], f"{status} ({what})",
-                  num(fin.get("rel_fit"), ".3e"), num(fin.get("param_norm2"), ".2f"),
-                  f"{r.summary['seconds']:.1f}")
-    out.print(t)
+        rows.append({"run": r.path.name, **{n: str(p.values[n]) for n in varying},
+                     "status": f"{status} ({what})",
+                     "rel_fit": num(fin.get("rel_fit"), ".3e"),
+                     "param_norm2": num(fin.get("param_norm2"), ".2f"),
+                     "seconds": f"{r.summary['seconds']:.1f}"})
+    out.print(f"{len(configs) - len(reused)} ran, {len(reused)} reused, "
+              f"{sum(r.status == 'diverged' for r in runs_)} diverged ({seconds:.1f}s) in "
+              f"{out_dir}", highlight=False)
+    print_df(pd.DataFrame(rows), key=["run"])
     if any(r.status == "interrupted" for r in runs_):
         raise typer.Exit(130)
     if failed:

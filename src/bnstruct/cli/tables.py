@@ -12,7 +12,7 @@ __all__ = ["analysis_table", "general_tables"]
 
 def _fmt(v: object) -> str:
     if isinstance(v, bool):
-        return "yes" if v else ""
+        return "yes" if v else "no"
     if isinstance(v, float):
         return "" if v != v else f"{v:.3g}"
     return str(v)
@@ -23,7 +23,8 @@ def analysis_table(a, *, all_columns: bool = False, title: str | None = None
     """The per-layer table of an :class:`~bnstruct.Analysis`.
 
     Default: the columns that fit a 100-column terminal (layer, shape, s1..s_k (at most 4),
-    s_(k+1), near-1 count, gap rank, representation ranks, in-bottleneck); ``all_columns``:
+    s_(k+1), near-1 count, gap rank, the energy rank of the representation (what the claims
+    judge) and its participation ratio, in-bottleneck as yes/no); ``all_columns``:
     every column of :data:`bnstruct.diagnostics.LAYER_COLUMNS`."""
     from rich import box
 
@@ -41,15 +42,17 @@ def analysis_table(a, *, all_columns: bool = False, title: str | None = None
         (f"s{k + 1}=s_k+1", [_fmt(v) for v in df["s_k1"]]),
         ("near1", [str(v) for v in df["near_one"]]),
         ("gap_at", [str(int(v)) if v == v else "" for v in df["gap_rank"]]),
-        ("rep_rank", [str(v) for v in df["rep_rank_numerical"]]),
+        ("energy", [str(v) for v in df["rep_energy_rank"]]),
         ("rep_PR", [_fmt(v) for v in df["rep_erank_participation"]]),
-        ("in_BN", [_fmt(v) for v in df["in_bottleneck"]]),
+        ("in_BN", [_fmt(bool(v)) for v in df["in_bottleneck"]]),
     ]
     t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
               padding=(0, 1), collapse_padding=True, show_edge=False,
-              caption="near1: #s_i(W) in [0.5, 2]; gap_at: gap_rank of W; rep_rank: numerical "
-                      "rank of the centered representation; rep_PR: its participation ratio; "
-                      "in_BN: clear gap at k; --all: every column")
+              caption="near1: #s_i(W) in [0.5, 2]; gap_at: gap_rank of W; energy: energy rank "
+                      "of the centered representation (the claims' measure: fewest principal "
+                      "directions holding all but 1% of its energy); rep_PR: its "
+                      "participation ratio; in_BN: in_bottleneck (clear gap at k); --all: "
+                      "every column")
     for name, _ in cols:
         t.add_column(name, justify="left" if name == "shape" else "right", no_wrap=True)
     for r in range(len(df)):

@@ -74,7 +74,9 @@ def train(
         cfg.task.build()  # a task option its builder rejects fails before anything is written
     r = run(cfg, out_dir, name=name, resume=resume, progress=False if quiet else None,
             task=the_task, wait=wait)
-    out.print(_run_line(r), highlight=False, soft_wrap=True)
+    out.print(_run_line(r), highlight=False)
+    if r.status == "completed":
+        _warn_if_not_converged(r)
     if r.status == "interrupted":
         err.print(f"interrupted at step {r.summary['step']}: continue with the same command "
                   "and --resume", highlight=False)
@@ -82,15 +84,27 @@ def train(
 
 
 def _run_line(r) -> str:
-    """One line describing a finished (or interrupted) run."""
+    """What ``train`` ends with: the status and the run directory (whole, to copy), then the
+    numbers on a second line (each short of 100 columns), then the convergence warning of
+    the final state when training ended far from a stationary point."""
     fin = r.summary["final"]
-    line = (f"{r.status}: {r.path}  steps {r.summary['step']}  "
-            f"rel_fit {num(fin.get('rel_fit'), '.3e')}  "
-            f"param_norm2 {num(fin.get('param_norm2'), '.2f')}  "
-            f"rel_test {num(fin.get('rel_test_error'), '.3e')}  "
-            f"{r.summary['seconds']:.1f}s")
+    nums = (f"steps {r.summary['step']} · rel_fit {num(fin.get('rel_fit'), '.2e')} · rel_test "
+            f"{num(fin.get('rel_test_error'), '.2e')} · param_norm2 "
+            f"{num(fin.get('param_norm2'), '.1f')}")
     n2, k = fin.get("param_norm2"), r.summary.get("bn_rank")
     if k and n2 is not None:
-        line += f"  param_norm2/(kL) {n2 / (k * r.config.model.depth):.2f}"
-    return line
+        nums += f" (/kL {n2 / (k * r.config.model.depth):.2f})"
+    nums += f" · {r.summary['seconds']:.1f} s"
+    return f"{r.status}: {r.path}\n{nums}"
 
+
+def _warn_if_not_converged(r) -> None:
+    """The stationarity warning of the final weights (:func:`bnstruct.stationarity`: the
+    objective's gradient along the neuron-rescaling directions, and the fit)."""
+    from rich.text import Text
+
+    from ..diagnostics import stationarity
+
+    s = stationarity(r.model, r.task.X, r.task.Y, r.config.stages[-1].lam)
+    if s.warning:
+        out.print(Text.assemble(("warning: ", "bold yellow"), s.warning))

@@ -1,4 +1,5 @@
-"""Layer-by-layer diagnostics of a network (THEORY sections 3-4), one module per measurement.
+"""Layer-by-layer diagnostics of a network (docs/theory.md, sections 4-6), one module per
+measurement.
 
 Any ``nn.Module`` whose forward is a function of a batch ``X`` is accepted. The structure is
 found by tracing (:func:`bnstruct.models.linear_chain`, ``torch.fx``): a model whose graph is
@@ -37,11 +38,14 @@ from ._plots import plot_analysis
 from ._producers import PRODUCERS
 from ._representations import representations
 from ._spectra import effective_rank, weight_spectra
+from ._stationarity import BALANCE_WARN, FIT_WARN, Stationarity, stationarity
 
 __all__ = [
     # measurements
     "weight_spectra", "effective_rank", "representations", "jacobian", "log_pdet", "ntk",
     "ntk_max_eig", "hessian_max_eig", "bottleneck_bound",
+    # when not to trust them: distance from a stationary point of the objective
+    "stationarity", "Stationarity", "BALANCE_WARN", "FIT_WARN",
     # one cached evaluation (two implementations), and the tables built from it
     "Evaluation", "ChainEvaluation", "ModuleEvaluation", "IMPLEMENTATIONS", "HVP_METHODS",
     "analyze", "analyze_evaluation", "Analysis", "Summary", "PRODUCERS", "LAYER_COLUMNS",

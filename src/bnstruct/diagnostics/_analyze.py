@@ -59,6 +59,7 @@ from ._producers import (
     longest_run,
     representation_table,
 )
+from ._stationarity import stationarity_summary
 from ._summary import (
     THRESHOLDS,
     Summary,
@@ -113,6 +114,16 @@ class Analysis:
             d["operator_spectra"] = self.operator_spectra
         out: dict[str, Any] = jsonable(d)
         return out
+
+    def __repr__(self) -> str:
+        from ._display import analysis_repr
+
+        return analysis_repr(self)
+
+    def _repr_html_(self) -> str:
+        from ._display import analysis_html
+
+        return analysis_html(self)
 
     def plot(self, path: Any = None, *, color: Any = None, color_label: str = "") -> Any:
         """The paper's figures for this network (see :func:`bnstruct.diagnostics.plot_analysis`);
@@ -238,6 +249,8 @@ def analyze_evaluation(ev: Evaluation, k: int | None = None, *,
     if ntk:
         s.update(ntk_summary(ev, c.depth))  # type: ignore[typeddict-item]
     s.update(objective_summary(ev, Y, lam, lr, hessian))  # type: ignore[typeddict-item]
+    if ev.is_chain:  # when not to trust the numbers (needs Y and lam)
+        s.update(stationarity_summary(ev.model, ev.X, Y, lam))  # type: ignore[typeddict-item]
     pl, coords = pca(c, run, list(table["rep_erank_entropy"]))
     s["pca_layer"] = names[pl - 1]
     s["thresholds"] = dict(THRESHOLDS) if reps is None else {
@@ -305,6 +318,10 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     ``ntk_max_eig_per_NL``, ``pca_layer``, and when asked ``fit``, ``objective``,
     ``hessian_max_eig`` and the ``hvp_method`` that computed it, ``two_over_lr``;
     ``thresholds``, ``conventions``. ``Analysis.bound`` holds the per-point bound table.
+    For a chain with ``Y`` and ``lam`` also ``rel_fit``, ``rel_grad``, ``rescaling_grad``
+    and ``warning``: ``None``, or why the net is not yet near a stationary point of its
+    objective and its numbers should not be trusted
+    (:func:`~bnstruct.diagnostics.stationarity`).
     """
     ev = Evaluation(model, X, dtype=dtype, implementation=implementation, output=output,
                     layers=layers)

@@ -1,4 +1,4 @@
-r"""The bottleneck inequality of THEORY section 3, point by point."""
+r"""The bottleneck inequality of docs/theory.md#bottleneck-inequality, point by point."""
 
 from __future__ import annotations
 

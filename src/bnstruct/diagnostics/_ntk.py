@@ -1,4 +1,4 @@
-r"""Empirical neural tangent kernel (THEORY section 4).
+r"""Empirical neural tangent kernel (docs/theory.md#ntk).
 
 For a chain with :math:`G_\ell(x) = \partial f(x) / \partial z_\ell` (``d_out x n_l``),
 
@@ -71,8 +71,8 @@ def ntk_max_eig(model: nn.Module, X: torch.Tensor, *, method: str = "auto", tol:
     matrix; peak memory O(N sum n_l) for chains); ``"dense"``: ``eigvalsh`` of the full
     matrix; ``"auto"`` (default): dense when ``N d_out <= NTK_DENSE_MAX`` (512), else Lanczos.
     ``tol`` is the relative accuracy of the Ritz residual; ``seed`` fixes the start vector.
-    ``implementation`` as in :func:`ntk`. Compare with ``N (1/lr - lam)`` (THEORY 4) or report
-    ``ntk_max_eig / (N L)``.
+    ``implementation`` as in :func:`ntk`. Compare with ``N (1/lr - lam)`` (docs/theory.md#ntk) or
+    report ``ntk_max_eig / (N L)``.
     """
     if method not in ("auto", "lanczos", "dense"):
         raise ConfigError(f"unknown method {method!r}: choose auto, lanczos or dense")

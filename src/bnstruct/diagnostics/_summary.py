@@ -73,6 +73,10 @@ class Summary(TypedDict, total=False):
     pca_layer: Any
     thresholds: dict[str, float]
     conventions: dict[str, Any]
+    rel_fit: float
+    rel_grad: float
+    rescaling_grad: float | None
+    warning: str | None
     run: str
     task_bn_rank: int | None
     model_spec: str

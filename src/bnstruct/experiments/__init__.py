@@ -1,4 +1,4 @@
-"""One module per claim of the paper (THEORY section 6), each implementing the
+"""One module per claim of the paper (docs/theory.md#claims), each implementing the
 :class:`~bnstruct.experiments._protocol.Experiment` protocol: ``NAME``, ``KIND``
 (``"claim"`` | ``"finding"``), ``CONFIGS`` (a frozen config per mode: ``smoke`` | ``quick`` |
 ``full``), ``statement(cfg)``, ``plan(cfg)``, ``measure(cfg, runs, *, memo=None)``,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from ._protocol import Experiment
 from ._records import MODES, Claim, Memo
 
 __all__ = ["EXPERIMENTS", "Experiment", "Claim", "Memo", "MODES", "get_config",
-           "run_experiment"]
+           "run_experiment", "figure_captions"]
 
 EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (
     linear, norm_vs_depth, weight_spectra, representation_rank, bound, learning_rate,
@@ -51,6 +52,17 @@ def get_config(name: str, mode: str) -> Any:
     return EXPERIMENTS[name].CONFIGS[mode]
 
 
+def figure_captions(name: str, figures: Sequence[str | Path]) -> tuple[str, ...]:
+    """The caption of each figure of experiment ``name`` (its module's ``CAPTIONS``, by file
+    stem; a missing one is an error: every figure in the report has a real caption)."""
+    caps = EXPERIMENTS[name].CAPTIONS
+    missing = [Path(f).stem for f in figures if Path(f).stem not in caps]
+    if missing:
+        raise KeyError(f"experiment {name!r} has no caption for figure(s) {missing}: add them "
+                       "to its CAPTIONS")
+    return tuple(caps[Path(f).stem] for f in figures)
+
+
 def run_experiment(name: str, mode: str, store: str | Path, figdir: str | Path, *,
                    device: str = "cpu", memo: Memo | None = None) -> Claim:
     """Plan, train (or reuse from ``store``), measure and judge one experiment; ``seconds``
@@ -64,4 +76,5 @@ def run_experiment(name: str, mode: str, store: str | Path, figdir: str | Path, 
     claim = mod.verdict(measured, cfg)
     Path(figdir).mkdir(parents=True, exist_ok=True)
     figs = tuple(str(p) for p in mod.figures(measured, Path(figdir)))
-    return dataclasses.replace(claim, figures=figs, seconds=time.perf_counter() - t0)
+    return dataclasses.replace(claim, figures=figs, captions=figure_captions(name, figs),
+                               seconds=time.perf_counter() - t0)

@@ -14,7 +14,9 @@ an executor can batch or distribute them all at once):
    violate the claim) and ``figures(measured, figdir) -> list[Path]``.
 
 ``statement(cfg)`` and every note are generated from the config, so they cannot drift from
-what ran.
+what ran. ``CAPTIONS`` maps each figure's file stem (``figures`` writes ``<stem>.png``) to
+its caption in the report; the verdict fills the claim's one-line summary (``key``,
+``bound``, ``checked``, ``why``: see :class:`~bnstruct.experiments._records.Claim`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Experiment(Protocol):
     NAME: str
     KIND: Kind
     CONFIGS: Mapping[str, Any]
+    CAPTIONS: Mapping[str, str]
 
     def statement(self, cfg: Any) -> str: ...
 

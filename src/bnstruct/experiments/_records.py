@@ -2,7 +2,7 @@ r"""The records every experiment writes and shares: the :class:`Claim` record, t
 names, the planned run configs, the explicit per-reproduce :class:`Memo`, and the float64 copy
 every measurement is taken on.
 
-Conventions (THEORY sections 1 and 3; defined once in :mod:`bnstruct.conventions`):
+Conventions (docs/theory.md, sections 1 and 4; defined once in :mod:`bnstruct.conventions`):
 
 - ``lam`` multiplies :math:`\|\theta\|^2` (biases included); PyTorch's ``weight_decay = 2 lam``.
 - Training runs in float32 (speed); every measurement is taken in float64 on the stored weights.
@@ -44,6 +44,13 @@ class Claim:
     against the paper) or ``"finding"`` (reported, passes when it ran to a verdict).
     ``error`` is set (and ``passed`` is False) when the experiment crashed before a verdict:
     that is an error of the pipeline, reported as such, never a failed claim.
+
+    What a reader sees first (the report's card, ``claims.md`` and the closing lines of
+    ``bnstruct reproduce``) is written by the claim module as data, never parsed from
+    ``measured``: ``key`` (the number the verdict judges, e.g. ``"R0_hat = 1.94 ± 0.03"``),
+    ``bound`` (what it is judged against, e.g. ``"<= 0.5"``), ``checked`` (one plain sentence
+    of what was checked) and ``why`` (for a failure: why, in words; empty when it passed).
+    ``captions`` has one caption per figure.
     """
 
     name: str
@@ -58,13 +65,20 @@ class Claim:
     kind: Kind = "claim"
     note: str = ""
     error: str | None = None
+    key: str = ""
+    bound: str = ""
+    checked: str = ""
+    why: str = ""
+    captions: tuple[str, ...] = ()
 
     @classmethod
     def crashed(cls, name: str, statement: str, kind: Kind, exc: BaseException,
                 seconds: float = 0.0) -> Claim:
         """The record of an experiment that raised ``exc`` before its verdict."""
         return cls(name, statement, measured="-", expected="-", tolerance="-", passed=False,
-                   seconds=seconds, kind=kind, error=f"{type(exc).__name__}: {exc}")
+                   seconds=seconds, kind=kind, error=f"{type(exc).__name__}: {exc}",
+                   why="the experiment raised an error before its verdict (a pipeline "
+                       "error, not a failed claim)")
 
     @property
     def outcome(self) -> str:
@@ -80,6 +94,7 @@ class Claim:
         ``nonfinite`` entry lists where and what they were (``{"values.nets.c1": "1 inf"}``)."""
         d = asdict(self)
         d["figures"] = list(self.figures)
+        d["captions"] = list(self.captions)
         d["nonfinite"] = _nonfinite(self.values, "values")
         d["values"] = jsonable(self.values)
         return jsonable(d)

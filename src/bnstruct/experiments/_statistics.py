@@ -16,11 +16,11 @@ __all__ = ["loglog_fit", "slope_fit", "mean_se", "fmt_mean_se", "ON_MIN", "MAX_O
            "AlmostAll", "almost_all"]
 
 
-#: "almost all layers" at finite depth (claims 3 and 4; THEORY 6 reads it as a limit: the
-#: number of layers where a statement fails stays bounded as L grows). The smallest fraction
-#: of a net's layers that must satisfy it at the deepest depth: up to a quarter of the layers
-#: (the ends, where the net does its nonlinear work in more dimensions) may fail. Fixed before
-#: any v2 run.
+#: "almost all layers" at finite depth (claims 3 and 4; docs/theory.md, section 5, reads it as
+#: a limit: the number of layers where a statement fails stays bounded as L grows). The
+#: smallest fraction of a net's layers that must satisfy it at the deepest depth: up to a
+#: quarter of the layers (the ends, where the net does its nonlinear work in more dimensions)
+#: may fail. Fixed before any v2 run.
 ON_MIN = 0.75
 #: the count of failing layers may grow by at most this many per added layer (least-squares
 #: slope over every net + 2 standard errors): a constant fraction 1 - ON_MIN of the layers

@@ -215,8 +215,9 @@ SWEEPS: dict[str, SweepConfig] = {
     "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam=0.01, steps=6000,
                          steps_per_layer=250, seeds=(0, 1, 2)),
     # full: the paper's width (200) and depth (25; 2305.19008's first experiment), the
-    # follow-ups' final penalty (THEORY 5: weight decay warm-up to 0.005; here lam = 0.005),
-    # sized to train with everything else in <= 60 min on a 2-core CPU (4 depths x 3 seeds)
+    # follow-ups' final penalty (docs/theory.md#setups: weight decay warm-up to 0.005; here
+    # lam = 0.005), sized to train with everything else in <= 60 min on a 2-core CPU (4 depths
+    # x 3 seeds)
     "full": SweepConfig(depths=(10, 15, 20, 25), width=200, lam=0.005, steps=8000,
                         steps_per_layer=200, seeds=(0, 1, 2)),
 }

@@ -1,5 +1,5 @@
 r"""Claim 6 (`learning-rate`, v2): full-batch gradient descent at ``lr = c / L`` keeps the NTK
-O(L), and a small learning rate does not (THEORY 4, prediction 6).
+O(L), and a small learning rate does not (docs/theory.md#claim-learning-rate).
 
 At a minimum the Hessian of the objective is about :math:`\frac2N J^T J + 2\lambda I`, so GD
 is stable only if :math:`\lambda_{max}(\Theta)/N \lesssim 1/\mathrm{lr} = L/c`, i.e.
@@ -343,8 +343,46 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
     failed = [k for k, v in parts.items() if not v]
     max_ratio = float(ratio.max()) if len(ratio) else float("nan")
     max_c = float((ok["ntk_per_NL"] * ok["c"]).max()) if len(ok) else float("nan")
+    why = []
+    if not bound_ok:
+        why.append(f"a large-lr run's NTK is above its stability bound (max ntk_max/(NL) * c = "
+                   f"{max_c:.3g}, tolerance {1 + REL_TOL:g})")
+    if not mono_ok:
+        why.append("the NTK does not decrease as the learning rate grows (medians over c)")
+    if not hess_ok:
+        why.append(f"a run's sharpness is above 2/lr (max ratio {max_ratio:.3g})")
+    if not sat_ok:
+        bad = [(c, x) for c, x in sat.items() if not x["saturated"]]
+        unknown = [c for c, x in bad if not (math.isfinite(float(x["slope_shallow"]))
+                                             and math.isfinite(float(x["slope_deep"])))]
+        growing = [(c, x) for c, x in bad if c not in unknown]
+        if growing:
+            why.append("the NTK of c = " + ", ".join(f"{c:g}" for c, _ in growing)
+                       + " is still growing at the deepest depths (deeper-half log-log slope "
+                       + ", ".join(f"{x['slope_deep']:.2f}" for _, x in growing)
+                       + f", needs < {SAT_SLOPE:g} and no steeper than the shallower half): it "
+                       "has not yet saturated below its 1/c bound within these depths")
+        if unknown:
+            why.append("saturation cannot be judged for c = " + ", ".join(f"{c:g}" for c in unknown)
+                       + " (too few trained depths for a slope in each half)")
+    if not req_ok and not math.isfinite(float(req["slope"])):
+        why.append("the small-lr half cannot be judged (too few trained small-lr runs for a "
+                   "slope)")
+    elif not req_ok:
+        why.append(f"the small-lr NTK does not grow faster than the large-lr ones (slope "
+                   f"{req['slope']:.2f} ± {req['se']:.2f} against at most "
+                   f"{req['control_slope_max']:.2f})")
+    worst_sat = max((x["slope_deep"] for x in sat.values()), default=float("nan"))
     return Claim(
         NAME, statement(cfg),
+        key=(f"max NTK/(NL)*c {max_c:.2f}; deeper slope up to {worst_sat:.2f}; small lr "
+             f"{req['slope']:.2f}"),
+        bound=(f"<= {1 + REL_TOL:g}; < {SAT_SLOPE:g}; small-lr slope - 2 SE > large-lr slope "
+               f"{req['control_slope_max']:.2f}"),
+        checked=("Gradient descent with learning rate c/L keeps the NTK's top eigenvalue "
+                 "below N L / c at every depth, with a sharpness at most 2/lr, and the NTK "
+                 "saturates in depth; a small learning rate lets it grow faster."),
+        why="; ".join(why),
         measured=(f"ntk_max/(NL), mean ± SE over seeds: {per_depth}; max over runs of "
                   f"ntk_max/(NL) * c = {max_c:.3g}; max hessian/(2/lr) = {max_ratio:.3g}; "
                   f"log-log slope shallower -> deeper half: {sat_txt}; small lr: "
@@ -370,6 +408,14 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
                 "hessian_ok": hess_ok, "saturation_ok": sat_ok, "required_ok": req_ok,
                 "saturation": {f"{c:g}": s for c, s in sat.items()}, "required": req,
                 "runs": df.to_dict("list")})
+
+
+CAPTIONS = {"learning_rate": (
+    "Left: the NTK's top eigenvalue divided by N L against depth (log-log), one line per c "
+    "of gradient descent at lr = c/L with its bound 1/c dashed in the same colour, and the "
+    "small-learning-rate Adam runs in red (mean and standard error over the seeds, every run "
+    "as a faint point). Right: the Hessian's top eigenvalue of the gradient-descent runs "
+    "against 2/lr (dashed: equality).")}
 
 
 def figures(df: pd.DataFrame, figdir: Path) -> list[Path]:

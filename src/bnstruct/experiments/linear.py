@@ -1,9 +1,10 @@
 r"""Claim 1 (`linear`): deep linear nets trained with L2 reach the closed-form cost of their
 own end-to-end matrix, and every layer's nonzero singular values are :math:`s_i(A)^{1/L}`.
 
-THEORY 2: :math:`R(A; L) = L \sum_i s_i(A)^{2/L}`, attained only by balanced factors whose
-singular values are :math:`s_i(A)^{1/L}`. Any critical point of the L2-regularized loss of a
-deep linear net is such a factorization of its end-to-end matrix ``A = W_L ... W_1``.
+docs/theory.md#linear-maps: :math:`R(A; L) = L \sum_i s_i(A)^{2/L}`, attained only by
+balanced factors whose singular values are :math:`s_i(A)^{1/L}`. Any critical point of the
+L2-regularized loss of a deep linear net is such a factorization of its end-to-end matrix
+``A = W_L ... W_1``.
 """
 
 from __future__ import annotations
@@ -125,8 +126,26 @@ def verdict(res: Result, cfg: Config) -> Claim:
     passed = bool(n_depths >= MIN_DEPTHS and worst_cost <= COST_RTOL and worst_sv <= SV_RTOL)
     per = ", ".join(f"L={int(L)}: {fmt_mean_se(100 * g['cost_rel_err'], '.2g')}%"
                     for L, g in d.groupby("depth")) if len(d) else "none"
+    why = []
+    if n_depths < MIN_DEPTHS:
+        why.append(f"only {n_depths} depth(s) trained to a verdict (needs {MIN_DEPTHS})")
+    if not worst_cost <= COST_RTOL:
+        why.append(f"a net's squared norm is {100 * worst_cost:.2g}% off the closed-form cost "
+                   f"(tolerance {100 * COST_RTOL:g}%): it did not reach the optimum")
+    if not worst_sv <= SV_RTOL:
+        bad = nz.loc[nz["rel_err"].idxmax()] if len(nz) else None
+        where = f" at L = {int(bad['depth'])}" if bad is not None and "depth" in nz else ""
+        why.append(f"layer singular values are up to {100 * worst_sv:.2g}% from s_i(A)^(1/L)"
+                   f"{where} (tolerance {100 * SV_RTOL:g}%): the layers are not yet balanced")
     return Claim(
         NAME, statement(cfg), kind=KIND,
+        key=(f"worst cost error {100 * worst_cost:.2g}%, singular values "
+             f"{100 * worst_sv:.2g}%"),
+        bound=f"<= {100 * COST_RTOL:g}% and <= {100 * SV_RTOL:g}%",
+        checked=("Deep linear nets trained with weight decay reach the closed-form minimal "
+                 "norm L sum_i s_i(A)^(2/L) of their end-to-end matrix A, with every layer's "
+                 "singular values equal to s_i(A)^(1/L)."),
+        why="; ".join(why) if not passed else "",
         measured=(f"worst |norm2 - cost|/cost {100 * worst_cost:.3g}% ({per}); worst layer "
                   f"singular value error {100 * worst_sv:.3g}% over {n_depths} depths, "
                   f"{len(d)} nets (every net judged; per depth mean ± SE over seeds)"),
@@ -136,6 +155,13 @@ def verdict(res: Result, cfg: Config) -> Claim:
         passed=passed,
         values={"depths": d.to_dict("list"), "worst_cost_rel_err": worst_cost,
                 "worst_sv_rel_err": worst_sv})
+
+
+CAPTIONS = {"linear_cost": (
+    "Left: the squared parameter norm of every trained deep linear net (points, every seed) "
+    "against depth, with the closed-form minimal cost L sum_i s_i(A)^(2/L) of its own "
+    "end-to-end matrix A (line, mean over the seeds). Right: every layer's nonzero singular "
+    "values against the prediction s_i(A)^(1/L), one colour per depth (dashed: equality).")}
 
 
 def figures(res: Result, figdir: Path) -> list[Path]:

@@ -1,5 +1,5 @@
 r"""Claim 7 (`narrow-minima`): a solution that under-estimates the rank has a much larger NTK
-than the rank-k solution of the same task at the same depth (THEORY 4, prediction 7).
+than the rank-k solution of the same task at the same depth (docs/theory.md#claim-narrow-minima).
 
 The rank-k net is the sweep's net at ``depth`` (width ``w``; the same run config, so the
 sweep's run is reused); the rank-1 net has the same depth, width and recipe but one hidden
@@ -105,8 +105,19 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
     r = ratios(df)
     rk = df["solution"].iloc[0]
     passed = bool(len(r) and np.all(r["ratio"] >= MIN_RATIO))
+    small = r[r["ratio"] < MIN_RATIO] if len(r) else r
+    why = ("no seed produced both solutions" if not len(r) else
+           f"in {len(small)} of {len(r)} seed(s) the rank-1 net's NTK is only "
+           f"{float(r['ratio'].min()):.3g} times the rank-k net's (needs {MIN_RATIO:g})")
     return Claim(
         NAME, statement(cfg),
+        key=(f"NTK ratio rank 1 / rank k {fmt_mean_se(r['ratio'], '.3g')}, smallest "
+             f"{float(r['ratio'].min()) if len(r) else float('nan'):.3g}"),
+        bound=f">= {MIN_RATIO:g} for every seed",
+        checked=("A net forced through a rank-1 bottleneck on a rank-k task sits in a much "
+                 "narrower minimum: its NTK's top eigenvalue is several times that of the "
+                 "rank-k solution of the same depth."),
+        why="" if passed else why,
         measured=(f"ntk_max/(NL): {rk} {fmt_mean_se(r['ntk_full'])} (rel_fit "
                   f"{fmt_mean_se(r['rel_fit_full'], '.2g')}), rank 1 {fmt_mean_se(r['ntk_low'])}"
                   f" (rel_fit {fmt_mean_se(r['rel_fit_low'], '.2g')}); ratio "
@@ -117,6 +128,12 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
         passed=passed, kind=KIND,
         values={"ratio": float(r["ratio"].mean()), "ratio_min": float(r["ratio"].min()),
                 "per_seed": r.to_dict("list"), "nets": df.to_dict("list")})
+
+
+CAPTIONS = {"narrow_minima": (
+    "The NTK's top eigenvalue divided by N L of the rank-k solution and of the rank-1 "
+    "bottleneck solution at the same depth: bars at the mean over the seeds with standard "
+    "error bars, every seed as a black point.")}
 
 
 def figures(df: pd.DataFrame, figdir: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 r"""Claim 2 (`norm-vs-depth`): :math:`\|\theta\|^2` of trained ReLU nets grows linearly in
-``L`` with slope :math:`R_0 \approx` ``Rank_BN`` of the task (THEORY 2, prediction 2); the
-intercept estimates :math:`R_1`, which bounds :math:`2 \log|Jf(x)|_k` at data points.
+``L`` with slope :math:`R_0 \approx` ``Rank_BN`` of the task (docs/theory.md#claim-norm-vs-depth);
+the intercept estimates :math:`R_1`, which bounds :math:`2 \log|Jf(x)|_k` at data points.
 
 The fit is ordinary least squares over every net of the sweep (all depths and seeds), so its
 standard errors include the seed-to-seed spread. The verdict uses the error bar: the whole
@@ -54,8 +54,23 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                    for L, g in nets.groupby("depth"))
     err = 2 * fit.R0_err if np.isfinite(fit.R0_err) else np.inf
     passed = bool(n_depths >= MIN_DEPTHS and abs(fit.R0 - res.k) + err <= SLOPE_TOL)
+    why = []
+    if n_depths < MIN_DEPTHS:
+        why.append(f"only {n_depths} depth(s) trained (needs {MIN_DEPTHS})")
+    if not abs(fit.R0 - res.k) + err <= SLOPE_TOL:
+        why.append(f"the slope of the squared norm against depth is {fit.R0:.2f} ± "
+                   f"{fit.R0_err:.2f}: counting two standard errors it is "
+                   f"{abs(fit.R0 - res.k) + err:.2f} from the task's rank {res.k}, more than "
+                   f"{SLOPE_TOL:g}")
     return Claim(
         NAME, statement(cfg),
+        key=(f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} "
+             f"(|R0_hat - {res.k}| + 2 SE = {abs(fit.R0 - res.k) + err:.2f})"),
+        bound=f"<= {SLOPE_TOL:g}, >= {MIN_DEPTHS} depths",
+        checked=(f"The squared parameter norm of the trained ReLU nets grows linearly in depth "
+                 f"with slope R0 equal to the task's bottleneck rank k = {res.k} (least-squares "
+                 "fit of ||theta||^2 = L R0 + R1 over every net)."),
+        why="; ".join(why) if not passed else "",
         measured=(f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} over depths "
                   f"{sorted(int(d) for d in nets['depth'].unique())} ({len(nets)} nets); "
                   f"R1_hat = {fit.R1:.1f} ± {fit.R1_err:.1f} vs max 2log|Jf|_k ({lp})"),
@@ -64,6 +79,13 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
         passed=passed, kind=KIND,
         values={"R0": fit.R0, "R0_err": fit.R0_err, "R1": fit.R1, "R1_err": fit.R1_err,
                 "k": res.k, "nets": nets.to_dict("list")})
+
+
+CAPTIONS = {"norm_vs_depth": (
+    "Squared parameter norm against depth L (mean and standard error over the seeds, every "
+    "net faint), the least-squares line L R0_hat + R1_hat over every net, and a line of "
+    "slope k (the task's bottleneck rank) for comparison; the "
+    "verdict judges the fitted slope R0_hat against k.")}
 
 
 def figures(res: SweepResult, figdir: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 r"""Claim 10 (`representation-convergence`): an O(L) NTK "guarantees infinite depth convergence
-of the representations of almost all layers" (THEORY 4, prediction 9): as L grows,
-consecutive middle-layer representations differ less and less.
+of the representations of almost all layers" (docs/theory.md#claim-representation-convergence): as
+L grows, consecutive middle-layer representations differ less and less.
 
 Nets: the composite depth sweep of claims 2-5 (:data:`~bnstruct.experiments._sweep.SWEEPS`;
 the same run configs, trained once), trained with Adam at the sweep's lr. These are not
@@ -198,8 +198,19 @@ def verdict(res: Result, cfg: Config) -> Claim:
                                  f"{fmt_mean_se(g['cka'])}"
                                  for L, g in cp.groupby("depth"))
         for p, cp in cross.groupby("p")) if len(cross) else "none"
+    why = ("the slope is not finite (too few depths or a zero dissimilarity)"
+           if not (math.isfinite(slope) and math.isfinite(se)) else
+           f"the dissimilarity of consecutive middle layers does not fall clearly with depth: "
+           f"log-log slope {slope:.2f} ± {se:.2f}, so slope + {N_SE:g} SE = "
+           f"{slope + N_SE * se:.2f} is not below 0")
     return Claim(
         NAME, statement(cfg),
+        key=(f"slope of 1 - CKA vs L {slope:.2f} ± {se:.2f} (slope + {N_SE:g} SE = "
+             f"{slope + N_SE * se:.2f})"),
+        bound=f"slope + {N_SE:g} SE < 0 (log-log)",
+        checked=("Consecutive middle-layer representations differ less and less as the depth "
+                 "grows (median 1 - CKA between layers l and l+1 falls with L)."),
+        why="" if passed else why,
         measured=(f"median over middle pairs of 1 - CKA(a_l, a_l+1), mean ± SE over seeds: "
                   f"{per_depth}; log-log slope vs L {slope:.2f} ± {se:.2f} ({len(nets)} nets, "
                   f"slope + {N_SE:g} SE = {slope + N_SE * se:.2f}); context, ntk_max/(NL) of "
@@ -210,6 +221,13 @@ def verdict(res: Result, cfg: Config) -> Claim:
         passed=passed, kind=KIND,
         values={"slope": slope, "slope_se": se, "nets": res.nets.to_dict("list"),
                 "pairs": res.pairs.to_dict("list"), "cross": res.cross.to_dict("list")})
+
+
+CAPTIONS = {"representation_convergence": (
+    "Left, the verdict's measure: the median over consecutive middle-layer pairs of "
+    "1 - CKA(a_l, a_l+1) per net against depth (log-log; mean and standard error over the "
+    "seeds, every net faint, the least-squares line dashed). Right, a finding: linear CKA "
+    "between the representations at the same relative depth p of adjacent depths.")}
 
 
 def figures(res: Result, figdir: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 r"""Claim 4 (`representation-rank`, v2): almost all hidden representations are approximately
-k-dimensional, and near the input and the output the dimension is higher (THEORY 3,
-prediction 4; the paper: "provided the NTK is O(L)").
+k-dimensional, and near the input and the output the dimension is higher
+(docs/theory.md#claim-representation-rank; the paper: "provided the NTK is O(L)").
 
 "Approximately k-dimensional" (:func:`~bnstruct.conventions.energy_rank`, one convention for
 analyze, the bottleneck estimate and this claim): the centered representation
@@ -46,6 +46,7 @@ from ._records import Claim, Kind, Memo
 from ._statistics import almost_all, fmt_mean_se
 from ._sweep import SWEEPS, SweepConfig, SweepResult, sweep_measure
 from ._sweep import sweep_plan as _sweep_plan
+from ._words import almost_all_bound, almost_all_key, almost_all_why
 
 NAME = "representation-rank"
 KIND: Kind = "claim"
@@ -113,8 +114,20 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
     mid = ", ".join(f"L={L}: {fmt_mean_se(g['outside_k'], '.1e')} outside, k-th "
                     f"{fmt_mean_se(g['kth'], '.2f')}, PR {fmt_mean_se(g['participation'], '.2f')},"
                     f" count {fmt_mean_se(g['threshold'], '.2g')}" for L, g in by)
+    why = almost_all_why(aa, f"energy rank {k}")
+    if not ends_ok:
+        why.append(f"near the input or the output some net's representation is only "
+                   f"{int(min(s['near_input'].min(), s['near_output'].min()))}-dimensional "
+                   f"(needs more than {k})")
     return Claim(
         NAME, statement(cfg),
+        key=(f"{almost_all_key(aa)}; ends >= "
+             f"{int(min(s['near_input'].min(), s['near_output'].min()))}"),
+        bound=f"{almost_all_bound()}; ends > {k}",
+        checked=(f"In almost all hidden layers the centered representation has energy rank {k} "
+                 f"(all but {ENERGY_TOL:.0%} of its energy in its top {k} principal directions),"
+                 " and near the input and the output it has more dimensions."),
+        why="; ".join(why) if not (aa.passed and ends_ok) else "",
         measured=(f"hidden representations not approximately {k}-dimensional per net: {per}; "
                   f"{aa.describe()}; largest energy rank near input / output: {ends}; middle "
                   f"layers (medians; reported, no verdict): {mid}"),
@@ -132,6 +145,14 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                 "deepest_ok": aa.deepest_ok, "ends_ok": ends_ok, "per_net": s.to_dict("list"),
                 "layers": res.layers[[c for c in LAYER_COLUMNS if c in res.layers]]
                 .to_dict("list")})
+
+
+CAPTIONS = {"representation_rank": (
+    "Left, the verdict's measure: the energy rank of the centered representation (the fewest "
+    "principal directions holding all but 1% of its energy) against the relative layer l/L, "
+    "one line per depth (mean over the seeds, band: smallest to largest seed), k dashed. "
+    "Right, reported only: the participation ratio, below k for any anisotropic "
+    "k-dimensional cloud.")}
 
 
 def figures(res: SweepResult, figdir: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 r"""Networks, their registry and their parameter algebra.
 
-Conventions (THEORY section 1): depth ``L`` is the number of weight matrices,
+Conventions (docs/theory.md#objects): depth ``L`` is the number of weight matrices,
 
 .. math::
 

@@ -1,6 +1,6 @@
 r"""The parameter algebra of feed-forward chains: norm, balancedness, rebalancing.
 
-Conventions (THEORY section 1): depth ``L`` is the number of weight matrices,
+Conventions (docs/theory.md#objects): depth ``L`` is the number of weight matrices,
 
 .. math::
 
@@ -60,7 +60,7 @@ def balancedness(model: nn.Module) -> torch.Tensor:
     For hidden layer ``l`` with incoming norms :math:`A_i = \|W_\ell[i,:]\|^2 + b_\ell[i]^2`
     and outgoing norms :math:`B_i = \|W_{\ell+1}[:,i]\|^2`, returns
     :math:`\|A - B\|_1 / \|A + B\|_1` (0 when balanced; every critical point of the
-    L2-regularized loss is balanced, THEORY section 3). Accepts the chains of
+    L2-regularized loss is balanced, docs/theory.md#bottleneck-inequality). Accepts the chains of
     :func:`linear_chain`."""
     layers = linear_layers(model)
     return balance_residuals([m.weight for m in layers], [m.bias for m in layers])

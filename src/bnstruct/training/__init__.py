@@ -15,7 +15,7 @@ r"""L2-regularized training in stages: one loop for every run, alone or in a bat
   safetensors file);
 - :mod:`._progress`: observers of the rows (progress bar, callback).
 
-Objective (see ``docs/theory.md``), biases included:
+Objective (docs/theory.md#objects), biases included:
 
 .. math::
 

@@ -1,6 +1,6 @@
 r"""Stages of a run, the default recipe, the stage's optimizer and its minibatch order.
 
-The objective (THEORY section 1), biases included:
+The objective (docs/theory.md#objects), biases included:
 
 .. math::
 
@@ -69,7 +69,7 @@ def parse_stage(text: str) -> Stage:
 
 
 def default_recipe(lam: float = 0.005, steps: int = 6000, lr: float = 1.5e-3) -> tuple[Stage, ...]:
-    r"""Adam in three full-batch stages with a penalty warm-up (THEORY section 5):
+    r"""Adam in three full-batch stages with a penalty warm-up (docs/theory.md#setups):
 
     1. ``steps/6`` steps at ``lr`` with no penalty (fit first),
     2. ``5 steps/12`` steps at ``lr`` with the target ``lam``,
