@@ -408,3 +408,22 @@ def test_kill_9_of_a_sweep_driver_leaves_no_worker_training(tmp_path):
         assert run.status == "completed"
         assert list(run.history.step) == list(range(0, 6001, 100))  # resumed, no gap
     assert not list((store / ".locks").iterdir())
+
+
+def test_dry_run_prints_the_plan_execute_carries_out(tmp_path, capsys):
+    """``--dry-run`` shows the Plan's batches in their start order (longest first) and what
+    is reused; ``execute(plan)`` then trains exactly those batches."""
+    from bnstruct.executors import make_plan
+
+    args = ["sweep", *SMALL, "--depth", "2,3", "--seed", "0-1", "--out", str(tmp_path)]
+    assert main([*args, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "4 run(s): 0 in the store, 4 to train in 2 batch(es)" in text
+    first = text.index("batch 1 (2 network(s)):")
+    assert text.index("-L3-", first) < text.index("batch 2", first) < text.index("-L2-", first)
+    cfgs = [bn.load_run(r.path).config for r in execute(
+        [_cfg(seed=0)], tmp_path)]  # one run in the store now
+    plan = make_plan(cfgs, tmp_path)
+    assert len(plan.reused) == 1 and not plan.batches
+    assert main([*args, "--dry-run"]) == 0
+    assert "in the store (reused):" not in capsys.readouterr().out  # not one of these four

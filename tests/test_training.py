@@ -284,3 +284,66 @@ def test_deferred_sigint_sets_the_token_and_a_second_press_raises():
             after.append("held")
     assert after == [2, "held"]
     assert active_token() is None and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_second_ctrl_c_never_cuts_a_step(monkeypatch):
+    """Two Ctrl-Cs inside a step (here at step 50): the step completes, then the run stops
+    (interrupted, no new checkpoint) with the weights and step count of that step, never
+    half an update (the optimizer at lr 1 before its per-member scaling)."""
+    import signal
+
+    from bnstruct.training import StackedBatch
+
+    stages = [bn.Stage("adam", 1e-3, 0.01, 100)]
+    ref = small(3, torch.float32)
+    bn.train(ref, TASK, [bn.Stage("adam", 1e-3, 0.01, 50)], log_every=10, progress=False)
+    real, count = StackedBatch.step, [0]
+
+    def step(self, X, Y, losses):
+        count[0] += 1
+        if count[0] == 50:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        real(self, X, Y, losses)
+
+    monkeypatch.setattr(StackedBatch, "step", step)
+    m = small(3, torch.float32)
+    r = bn.train(m, TASK, stages, log_every=10, progress=False)
+    assert r.status == "interrupted" and r.steps == 50
+    for p, q in zip(m.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_only_plain_chains_train_on_the_stacked_kernel():
+    """A frozen layer stays frozen, a subclass's own forward is what trains, an extra
+    parameter trains too: such models go through autograd (ModuleBatch)."""
+    from bnstruct.training import ModuleBatch, StackedBatch, make_batch
+
+    assert isinstance(make_batch([small(1)]), StackedBatch)
+    frozen = small(1)
+    frozen.layers[0].weight.requires_grad_(False)
+    w0 = frozen.layers[0].weight.detach().clone()
+
+    class Scaled(bn.MLP):
+        def forward(self, x):
+            return 0.1 * super().forward(x)
+
+    class Extra(bn.MLP):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.scale = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
+
+        def forward(self, x):
+            return self.scale * super().forward(x)
+
+    scaled = Scaled(TASK.d_in, 8, 3, TASK.d_out, seed=1, dtype=torch.float64)
+    extra = Extra(TASK.d_in, 8, 3, TASK.d_out, seed=1, dtype=torch.float64)
+    for m in (frozen, scaled, extra):
+        assert isinstance(make_batch([m]), ModuleBatch)
+        r = bn.train(m, TASK, [bn.Stage("adam", 1e-2, 0.0, 50)], log_every=10,
+                     progress=False)
+        with torch.no_grad():
+            fit = float((m(TASK.X) - TASK.Y).pow(2).sum(1).mean())
+        assert r.final["fit"] == pytest.approx(fit, rel=1e-9)  # the model's own forward
+    assert torch.equal(frozen.layers[0].weight, w0)
+    assert float(extra.scale.detach()) != 1.0

@@ -34,7 +34,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for but no GPU is available: use --device cpu")
+        raise ConfigError("device cuda was asked for but no GPU is available: use "
+                          "device='cpu'")
     try:
         dev = torch.device(device)
     except RuntimeError:

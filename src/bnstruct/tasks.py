@@ -283,7 +283,7 @@ def from_npz(path: str | Path, *, seed: int = 0, test_fraction: float = 0.2) -> 
     Loaded with ``allow_pickle=False``: object arrays are refused."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"--data file {p} does not exist")
+        raise DataError(f"data file {p} does not exist")
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -88,11 +88,16 @@ def sweep_cmd(
     the_plan = make_plan(configs, out_dir, ex)  # type: ignore[arg-type]
     reused = {c.default_name() for c in the_plan.reused}
     plan = the_plan.describe()
-    if dry_run:
+    if dry_run:  # the plan execute() will carry out: its batches, in the order they start
         out.print(plan, highlight=False)
-        for c in configs:
-            tag = "  (in the store)" if c.default_name() in reused else ""
-            out.print(f"  {c.default_name()}{tag}", highlight=False)
+        for i, b in enumerate(the_plan.batches, 1):
+            out.print(f"batch {i} ({len(b)} network(s)):", highlight=False)
+            for c in b:
+                out.print(f"  {c.default_name()}", highlight=False)
+        if reused:
+            out.print("in the store (reused):", highlight=False)
+            for c in the_plan.reused:
+                out.print(f"  {c.default_name()}", highlight=False)
         return
     check_writable(out_dir)
     err.print(plan, highlight=False)

@@ -199,7 +199,11 @@ class RayExecutor:
     max_batch: int = MAX_BATCH
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.cpus, int | float) and self.cpus > 0) or not (
+        if self.address is not None and not isinstance(self.address, str):
+            raise ConfigError(f"RayExecutor.address must be a string or None, got "
+                              f"{self.address!r}")
+        if any(isinstance(v, bool) for v in (self.cpus, self.gpus)) or not (
+                isinstance(self.cpus, int | float) and self.cpus > 0) or not (
                 isinstance(self.gpus, int | float) and self.gpus >= 0):
             raise ConfigError(f"RayExecutor needs cpus > 0 and gpus >= 0, got {self.cpus!r} "
                               f"and {self.gpus!r}")
@@ -253,6 +257,11 @@ def make_plan(configs: Sequence[RunConfig], store: str | Path,
               executor: Executor | None = None, *, cores: int | None = None) -> Plan:
     """The :class:`Plan` of ``configs`` in ``store`` (duplicates count once)."""
     executor = LocalExecutor() if executor is None else executor
+    if isinstance(configs, str | bytes) or not all(isinstance(c, RunConfig) for c in configs):
+        raise ConfigError("make_plan needs a sequence of RunConfig")
+    if cores is not None and (isinstance(cores, bool) or not isinstance(cores, int)
+                              or cores < 1):
+        raise ConfigError(f"cores must be an integer >= 1 or None, got {cores!r}")
     if not isinstance(executor, LocalExecutor | RayExecutor):
         raise ConfigError(f"executor must be a LocalExecutor or a RayExecutor, got "
                           f"{executor!r}")

@@ -44,7 +44,7 @@ from ._stages import Stage, make_optimizer
 from ._state import load_optimizer_tensors, optimizer_tensors, step_device
 from ._step import evaluate, step
 
-__all__ = ["Batch", "StackedBatch", "ModuleBatch", "make_batch", "same_structure"]
+__all__ = ["Batch", "StackedBatch", "ModuleBatch", "make_batch", "stackable", "same_structure"]
 
 Tensors = dict[str, torch.Tensor]
 
@@ -249,12 +249,29 @@ def _metrics(n2: float, fit: float, test: float, y2: float, y2t: float, lam: flo
             "rel_fit": fit / y2, "test_error": test, "rel_test_error": test / y2t}
 
 
+def stackable(m: nn.Module) -> bool:
+    """Whether ``m`` is exactly what the stacked kernel computes: a bnstruct
+    :class:`FeedForward` whose forward is the chain's own (a subclass may override it), whose
+    parameters are its layers' weights and biases and all trainable, and no buffers."""
+    if not isinstance(m, FeedForward) or type(m).forward is not FeedForward.forward:
+        return False
+    if any(type(layer).forward is not nn.Linear.forward for layer in m.layers):
+        return False
+    own = {f"layers.{i}.{n}" for i, lin in enumerate(m.linears)
+           for n, p in lin.named_parameters(recurse=False) if p is not None}
+    params = dict(m.named_parameters())
+    return (set(params) == own and all(p.requires_grad for p in params.values())
+            and not list(m.buffers()))
+
+
 def make_batch(models: Sequence[nn.Module]) -> Batch:
-    """:class:`StackedBatch` for bnstruct's feed-forward networks (any number, one shape),
-    :class:`ModuleBatch` for a single model of any other kind."""
-    if models and all(isinstance(m, FeedForward) for m in models):
+    """:class:`StackedBatch` for bnstruct's feed-forward networks (any number, one shape;
+    :func:`stackable`), :class:`ModuleBatch` for a single model of any other kind (a
+    subclass with its own forward, frozen or extra parameters included)."""
+    if models and all(stackable(m) for m in models):
         return StackedBatch([m for m in models if isinstance(m, FeedForward)])
     if len(models) == 1:
         return ModuleBatch(models[0])
-    raise ConfigError("only bnstruct feed-forward networks (bn.MLP, bn.DeepLinear) train in "
-                      "batches; train other models one at a time with bnstruct.train")
+    raise ConfigError("only plain bnstruct feed-forward networks (bn.MLP, bn.DeepLinear, all "
+                      "parameters trainable) train in batches; train other models one at a "
+                      "time with bnstruct.train")

@@ -28,7 +28,7 @@ from ..tasks import Task
 from ._batch import Batch
 from ._stages import Stage, minibatch
 from ._state import TrainState
-from ._stop import StopToken
+from ._stop import StopToken, hold_sigint
 
 __all__ = ["run_stages", "Interrupted"]
 
@@ -97,10 +97,11 @@ class _Loop:
             idx = None if full else [minibatch(self.seeds[b], si, self.step - offset, bs or N,
                                                N) for b in self.alive]
             xb, yb = self.batch.gather(X, Y, idx)
-            self.batch.step(xb, yb, losses[self.step - checked, :len(self.alive)])
-            self.step += 1
-            for b in self.alive:
-                self.states[b].step = self.step
+            with hold_sigint():  # a second Ctrl-C ends the loop after the step, never in it
+                self.batch.step(xb, yb, losses[self.step - checked, :len(self.alive)])
+                self.step += 1
+                for b in self.alive:
+                    self.states[b].step = self.step
             s = self.step
             log = s % self.log_every == 0 or s == end
             ck = self.every is not None and s % self.every == 0

@@ -80,18 +80,9 @@ class TrainState:
     status: str = "running"
     diverged_at: int | None = None
 
-    def capture(self, model: nn.Module, opt: torch.optim.Optimizer | None) -> None:
-        """Take the model's weights and the optimizer's state (copies) into ``tensors``."""
-        self.tensors = {f"model.{k}": v.detach().clone().contiguous()
-                        for k, v in model.state_dict().items()}
-        self.tensors.update(optimizer_tensors(opt))
-
     def restore_model(self, model: nn.Module) -> None:
         model.load_state_dict({k[6:]: v for k, v in self.tensors.items()
                                if k.startswith("model.")})
-
-    def restore_optimizer(self, opt: torch.optim.Optimizer) -> None:
-        load_optimizer_tensors(opt, self.tensors)
 
     def header(self) -> str:
         return json.dumps({"step": self.step, "history": self.history,
