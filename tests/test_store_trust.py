@@ -70,8 +70,9 @@ def test_names_stay_inside_the_store(tmp_path, capsys, name):
 
 
 def test_a_crash_before_the_first_step_blocks_nothing(tmp_path, monkeypatch):
-    """A crash after the run directory is made but before the first step (here the model
-    build fails) leaves only config.json; the same call again trains, without resume."""
+    """A crash after the run directory is made but before the first step (here the training
+    call fails) leaves no directory behind; one left by an older version (only its
+    config.json) is reused; the same call again trains, without resume."""
     import bnstruct.executors._group as group
 
     cfg = bn.RunConfig(task=bn.TaskSpec("composite", (("n_test", 8), ("n_train", 16))),
@@ -86,7 +87,9 @@ def test_a_crash_before_the_first_step_blocks_nothing(tmp_path, monkeypatch):
     with pytest.raises(MemoryError):
         bn.run(cfg, tmp_path, progress=False)
     d = tmp_path / cfg.default_name()
-    assert sorted(p.name for p in d.iterdir()) == ["config.json"]
+    assert not d.exists()
+    d.mkdir()
+    (d / "config.json").write_text(bn.store.config_record(cfg, cfg.task.build()))
     monkeypatch.setattr(group, "train_members", real)
     r = bn.run(cfg, tmp_path, progress=False)  # no resume needed
     assert r.status == "completed"

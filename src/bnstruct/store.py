@@ -47,7 +47,8 @@ from .training import TrainResult, TrainState, hold_sigint
 from .training import checkpoint_step as _ck_step
 
 __all__ = ["Run", "RunResult", "write_result", "load_run", "runs", "finished", "open_run",
-           "check_name", "rebuild_index", "read_json", "read_config", "CorruptRunError",
+           "check_name", "preparing", "rebuild_index", "read_json", "read_config",
+           "CorruptRunError",
            "stored_task", "checkpoint_prefix", "checkpoint_step", "summarize",
            "config_record", "INDEX_COLUMNS", "reuse_run", "check_writable",
            "claim", "release", "claimed_by", "wait_for", "RunBusyError", "join_claims",
@@ -316,6 +317,22 @@ def _started(path: Path) -> bool:
     result (a run that crashed before its first step leaves only the config)."""
     return (path / "summary.json").exists() or (checkpoint_prefix(path).with_suffix(
         ".safetensors")).exists()
+
+
+@contextmanager
+def preparing(paths: Sequence[Path]) -> Iterator[None]:
+    """A block that trains the runs in ``paths``: if it raises (a crash, not a stop), the
+    directories it leaves with nothing but their ``config.json`` (never started) are
+    removed, so a crash before the first step leaves nothing behind."""
+    fresh = [p for p in paths if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for p in fresh:
+            if p.is_dir() and not _started(p) and {f.name for f in p.iterdir()} <= {
+                    "config.json", "data.safetensors"}:
+                shutil.rmtree(p, ignore_errors=True)
+        raise
 
 
 def open_run(config: RunConfig, root: Path, name: str, resume: bool) -> Path:

@@ -41,6 +41,7 @@ from ..store import (
     open_run,
     pid_alive,
     prepare,
+    preparing,
     stored_task,
 )
 from ..training import StopToken, deferred_sigint
@@ -66,11 +67,13 @@ def train_claimed(batch: Sequence[RunConfig], root: Path, stop: StopToken
     root = Path(root)
     paths = [open_run(c, root, c.default_name(), True) for c in batch]
     task = stored_task(batch[0], paths[0])
-    for c, p in zip(batch, paths, strict=True):
+    for c in batch:
         c.model.check(task.d_in, task.d_out)  # fails before anything is written
         resolve_device(c.device)
-        prepare(c, root, p, task)
-    return train_group(batch, dirs=paths, task=task, stop=stop)
+    with preparing(paths):
+        for c, p in zip(batch, paths, strict=True):
+            prepare(c, root, p, task)
+        return train_group(batch, dirs=paths, task=task, stop=stop)
 
 
 def worker_context() -> Any:

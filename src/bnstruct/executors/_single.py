@@ -20,6 +20,7 @@ from ..store import (
     load_run,
     open_run,
     prepare,
+    preparing,
     release,
     stored_task,
     wait_for,
@@ -73,7 +74,13 @@ def _claimed(config: RunConfig, root: Path, name: str, resume: bool, progress: b
     task = task if task is not None else stored_task(config, path)
     config.model.check(task.d_in, task.d_out)  # fails before anything is written
     resolve_device(config.device)
-    prepare(config, root, path, task)
+    with preparing([path]):
+        prepare(config, root, path, task)
+        return _train(config, root, path, task, progress)
+
+
+def _train(config: RunConfig, root: Path, path: Path, task: Task, progress: bool | None
+           ) -> Run:
     obs = default_observers(progress, None)
     for o in obs:
         o.start(config.steps, checkpoint_step(path))
