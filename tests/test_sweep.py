@@ -371,8 +371,9 @@ def test_kill_9_of_a_sweep_driver_leaves_no_worker_training(tmp_path):
 
     from bnstruct.store import pid_alive
 
+    steps = 40000  # seconds of training per batch: the test kills the driver well before
     args = ["sweep", "--task", "composite", "--n-train", "64", "--n-test", "16", "--depth",
-            "3,4", "--width", "16", "--seed", "0", "--stage", "adam:1e-3:0.001:6000",
+            "3,4", "--width", "16", "--seed", "0", "--stage", f"adam:1e-3:0.001:{steps}",
             "--log-every", "100", "--checkpoint-every", "100", "--dtype", "float64",
             "--device", "cpu", "--workers", "2"]
     store = tmp_path / "s"
@@ -399,14 +400,14 @@ def test_kill_9_of_a_sweep_driver_leaves_no_worker_training(tmp_path):
         time.sleep(0.05)
     stopped = {p.parent.name: json.loads(p.read_text())["step"]
                for p in store.glob("*/checkpoint.json")}
-    assert len(stopped) == 2 and all(0 < s < 6000 for s in stopped.values()), stopped
+    assert len(stopped) == 2 and all(0 < s < steps for s in stopped.values()), stopped
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "2 to train" in done.stderr
     for name in stopped:
         run = bn.load_run(store / name)
         assert run.status == "completed"
-        assert list(run.history.step) == list(range(0, 6001, 100))  # resumed, no gap
+        assert list(run.history.step) == list(range(0, steps + 1, 100))  # resumed, no gap
     assert not list((store / ".locks").iterdir())
 
 
