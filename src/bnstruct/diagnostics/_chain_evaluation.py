@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models._algebra import balance_residuals
 from ._chain import Chain, Forward, backward_factors, check_X, forward, parse_chain
-from ._evaluation import BOUND_COLUMNS, NTK_MODES, Evaluation
+from ._evaluation import BOUND_COLUMNS, Evaluation, check_ntk_mode
 
 __all__ = ["ChainEvaluation", "chain_ntk_matvec"]
 
@@ -131,10 +131,7 @@ class ChainEvaluation(Evaluation):
     # -- NTK -----------------------------------------------------------------------------
     def ntk(self, mode: str = "full", X2: torch.Tensor | None = None) -> torch.Tensor:
         r"""Empirical NTK (see :func:`bnstruct.ntk`); ``X = X2`` results are cached."""
-        if mode not in NTK_MODES:
-            raise ConfigError(f"unknown NTK mode {mode!r}: choose one of {', '.join(NTK_MODES)}")
-        if X2 is not None and mode != "full":
-            raise ConfigError(f"mode={mode!r} is the kernel at (x_i, x_i): X2 must be None")
+        check_ntk_mode(mode, X2)
         if X2 is not None:
             X2 = check_X(X2, self.X.shape[1], self.dtype, self.device, name="X2")
             with torch.no_grad():

@@ -51,7 +51,8 @@ from ._chain import Chain, check_X, parse_chain
 from ._general import unwrap
 from ._lanczos import DENSE_MAX, dense_top_eig, top_eig
 
-__all__ = ["Evaluation", "IMPLEMENTATIONS", "Implementation", "NTK_MODES", "NTK_DENSE_MAX",
+__all__ = ["Evaluation", "IMPLEMENTATIONS", "Implementation", "NTK_MODES", "check_ntk_mode",
+           "NTK_DENSE_MAX",
            "BOUND_COLUMNS", "HVP_METHODS", "hvp_method", "log_pdet_from_svals", "svdvals",
            "svdvals_list"]
 
@@ -123,6 +124,14 @@ def log_pdet_from_svals(s: torch.Tensor, k: int, shape: tuple[int, int],
     deficient = top[..., -1] <= tol * s[..., 0]
     return torch.where(deficient, torch.full_like(out, -float("inf")), out)
 
+
+
+def check_ntk_mode(mode: str, X2: torch.Tensor | None) -> None:
+    """The NTK's ``mode`` is known, and a second batch ``X2`` only goes with ``full``."""
+    if mode not in NTK_MODES:
+        raise ConfigError(f"unknown NTK mode {mode!r}: choose one of {', '.join(NTK_MODES)}")
+    if X2 is not None and mode != "full":
+        raise ConfigError(f"mode={mode!r} is the kernel at (x_i, x_i): X2 must be None")
 
 
 def _check_method(method: str) -> None:

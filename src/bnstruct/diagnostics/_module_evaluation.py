@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ._evaluation import NTK_MODES, Evaluation
+from ._evaluation import Evaluation, check_ntk_mode
 from ._general import (
     check_batch,
     conv_operator_svals,
@@ -178,10 +178,7 @@ class ModuleEvaluation(Evaluation):
 
     def ntk(self, mode: str = "full", X2: torch.Tensor | None = None) -> torch.Tensor:
         r"""Empirical NTK (see :func:`bnstruct.ntk`); ``X = X2`` results are cached."""
-        if mode not in NTK_MODES:
-            raise ConfigError(f"unknown NTK mode {mode!r}: choose one of {', '.join(NTK_MODES)}")
-        if X2 is not None and mode != "full":
-            raise ConfigError(f"mode={mode!r} is the kernel at (x_i, x_i): X2 must be None")
+        check_ntk_mode(mode, X2)
         if X2 is not None:
             X2 = check_batch(X2, self.dtype, self.device)
             if X2.shape[1:] != self.X.shape[1:]:

@@ -31,7 +31,7 @@ from ._runner import HISTORY_COLUMNS, TrainResult, train, train_batched, train_m
 from ._stacked import PAD, StackedNet
 from ._stages import OPTIMIZERS, Stage, default_recipe, make_optimizer, minibatch, parse_stage
 from ._state import TrainState, checkpoint_step
-from ._step import evaluate, first_nonfinite, step
+from ._step import evaluate, step
 from ._stop import StopToken, active_token, deferred_sigint, hold_sigint
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "train", "train_batched", "train_members", "TrainResult", "HISTORY_COLUMNS",
     "TrainState", "checkpoint_step", "run_stages", "Interrupted",
     "Batch", "StackedBatch", "ModuleBatch", "make_batch", "same_structure",
-    "StackedNet", "PAD", "step", "evaluate", "first_nonfinite",
+    "StackedNet", "PAD", "step", "evaluate",
     "Observer", "ProgressBar", "CallbackObserver",
     "StopToken", "deferred_sigint", "hold_sigint", "active_token",
 ]

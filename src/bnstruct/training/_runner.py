@@ -56,7 +56,7 @@ class TrainResult:
 
 
 def _check_args(stages: Sequence[Sequence[Stage]], log_every: int,
-                checkpoint_every: int | None, checkpoints: Sequence[Any] | None) -> None:
+                checkpoint_every: int | None, checkpointed: bool) -> None:
     if not stages or not all(s and all(isinstance(x, Stage) for x in s) for s in stages):
         raise ConfigError("stages must be a non-empty sequence of bnstruct.Stage")
     if not all(same_structure(stages[0], s) for s in stages):
@@ -64,7 +64,7 @@ def _check_args(stages: Sequence[Sequence[Stage]], log_every: int,
                           "(optimizer, steps and batch size of each stage)")
     if not isinstance(log_every, int) or isinstance(log_every, bool) or log_every < 1:
         raise ConfigError(f"log_every must be an integer >= 1, got {log_every!r}")
-    if checkpoint_every is not None and checkpoints is None:
+    if checkpoint_every is not None and not checkpointed:
         raise ConfigError("checkpoint_every needs a checkpoint path")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
                                          or checkpoint_every < 1):
@@ -110,7 +110,7 @@ def train_members(models: Sequence[nn.Module], task: Task,
         raise ConfigError("training a batch needs one stage list and one seed per model")
     if checkpoints is not None and len(checkpoints) != len(models):
         raise ConfigError("training a batch needs one checkpoint prefix per model")
-    _check_args(lists, log_every, checkpoint_every, checkpoints)
+    _check_args(lists, log_every, checkpoint_every, checkpoints is not None)
     states = _states(models, lists, checkpoints, resume)
     p0 = next(models[0].parameters())
     for m in models:
@@ -164,7 +164,7 @@ def train(model: nn.Module, task: Task, stages: Sequence[Stage] | None = None, *
     checkpoint (resume then starts from the last periodic one).
     """
     stages = tuple(default_recipe() if stages is None else stages)
-    _check_args([stages], log_every, checkpoint_every, None if checkpoint is None else [0])
+    _check_args([stages], log_every, checkpoint_every, checkpoint is not None)  # before the bar
     obs = [*default_observers(progress, callback), *observers]
     done = checkpoint_step(checkpoint) if resume and checkpoint is not None else 0
     for o in obs:

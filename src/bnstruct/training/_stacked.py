@@ -70,7 +70,6 @@ class StackedNet:
         self.B = blocks[0].shape[0]
         self.flat = self.pack(blocks)
         self.flat.grad = torch.zeros_like(self.flat)
-        self.numels = [self.B * math.prod(s) for s in self.shapes]
         self._plans: dict[int, _StepPlan] = {}
         self._scratch: torch.Tensor | None = None
         self._xt: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -14,7 +14,7 @@ from torch import nn
 from ..models import param_norm2
 from ..tasks import Task
 
-__all__ = ["step", "evaluate", "first_nonfinite"]
+__all__ = ["step", "evaluate"]
 
 
 def step(model: nn.Module, opt: torch.optim.Optimizer, X: torch.Tensor, Y: torch.Tensor,
@@ -22,22 +22,14 @@ def step(model: nn.Module, opt: torch.optim.Optimizer, X: torch.Tensor, Y: torch
     """One optimizer step on the batch ``X [n, d_in]``, ``Y [n, d_out]``.
 
     The batch's data term ``sum_i ||f(x_i) - y_i||^2 / n`` is written to ``losses[i]`` on the
-    device (no host sync: divergence is read from ``losses`` at the next logging step, see
-    :func:`first_nonfinite`); its gradient plus the optimizer's coupled weight decay is the
+    device (no host sync: divergence is read from ``losses`` at the next check, see
+    :mod:`bnstruct.training._loop`); its gradient plus the optimizer's coupled weight decay is the
     gradient of the stage's objective."""
     opt.zero_grad(set_to_none=True)
     loss = nn.functional.mse_loss(model(X), Y, reduction="sum") / X.shape[0]
     losses[i] = loss.detach()
     loss.backward()
     opt.step()
-
-
-def first_nonfinite(losses: torch.Tensor) -> int | None:
-    """Index of the first non-finite entry of ``losses`` (one host sync), or ``None``."""
-    bad = ~torch.isfinite(losses)
-    if not bool(bad.any()):
-        return None
-    return int(bad.to(torch.int8).argmax())
 
 
 @torch.no_grad()
