@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 #: public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
     # networks and their parameter algebra
-    "MLP": "models", "DeepLinear": "models", "param_norm2": "models", "rebalance": "models",
+    "MLP": "models", "DeepLinear": "models", "LeakyResNet": "models", "param_norm2": "models", "rebalance": "models",
     "balancedness": "models",
     # data
     "Task": "tasks", "TaskSpec": "tasks", "make_task": "tasks",
@@ -45,7 +45,7 @@ _SUBMODULES = ("theory", "tasks", "conventions", "models", "depthfit", "executor
 
 __all__ = [
     # networks and their parameter algebra
-    "MLP", "DeepLinear", "param_norm2", "rebalance", "balancedness", "models",
+    "MLP", "DeepLinear", "LeakyResNet", "param_norm2", "rebalance", "balancedness", "models",
     # data
     "tasks", "Task", "TaskSpec", "make_task",
     # training
@@ -100,7 +100,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     from .errors import BnstructError, ConfigError, DataError, RunExistsError
     from .executors import run
     from .loading import load_model, load_points
-    from .models import MLP, DeepLinear, balancedness, param_norm2, rebalance
+    from .models import MLP, DeepLinear, LeakyResNet, balancedness, param_norm2, rebalance
     from .store import Run, load_run, runs
     from .tasks import Task, TaskSpec, make_task
     from .training import Stage, TrainResult, default_recipe, parse_stage, train

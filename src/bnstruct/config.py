@@ -16,7 +16,8 @@ import torch
 from ._checks import integer
 from ._checks import seed as check_seed
 from .errors import ConfigError
-from .models import MODELS, FeedForward, build_model
+from ._checks import number
+from .models import FAMILY_OPTIONS, MODELS, build_model
 from .models._feedforward import widths
 from .tasks import TaskSpec
 from .training import Stage, default_recipe
@@ -58,17 +59,41 @@ def _strict(cls: type, d: Any, where: str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ModelSpec:
     """A network family from :data:`bnstruct.models.MODELS` (``mlp``: ReLU with biases;
-    ``linear``: :class:`~bnstruct.DeepLinear`, which has no biases), its hidden width(s) and
-    depth ``L`` (number of weight matrices)."""
+    ``linear``: :class:`~bnstruct.DeepLinear`, which has no biases; ``leaky-resnet``:
+    :class:`~bnstruct.LeakyResNet`, ``depth`` leaky layers of one inner ``width``), its hidden
+    width(s) and depth ``L`` (number of weight matrices).
+
+    ``leak`` (the effective depth, required) and ``adapt_every`` (adaptive layer steps, or
+    ``None``) belong to ``leaky-resnet`` only; they are left out of the stored config (and
+    so of the run's digest) when ``None``, so the other families' runs keep their names."""
 
     kind: str = "mlp"
     width: int | tuple[int, ...] = 64
     depth: int = 12
     bias: bool = True
+    leak: float | None = None
+    adapt_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in MODELS:
             raise ConfigError(f"unknown model {self.kind!r}: choose one of {', '.join(MODELS)}")
+        for opt in ("leak", "adapt_every"):
+            if getattr(self, opt) is not None and opt not in FAMILY_OPTIONS.get(self.kind, ()):
+                raise ConfigError(f"{opt} is an option of model leaky-resnet, not of "
+                                  f"{self.kind!r}")
+        if self.kind == "leaky-resnet":
+            if self.leak is None:
+                raise ConfigError("model leaky-resnet needs leak (the effective depth Lt), "
+                                  "e.g. --leak 4")
+            number("leak", self.leak, positive=True)
+            if self.adapt_every is not None:
+                integer("adapt_every", self.adapt_every, low=1)
+            if not isinstance(self.width, int):
+                raise ConfigError("a leaky ResNet has one inner width: give width as one "
+                                  "integer")
+            if 1.0 / self.depth * self.leak >= 1:
+                raise ConfigError(f"leak {self.leak:g} needs more than depth {self.depth} "
+                                  "layers (equal steps 1/L must have rho * leak < 1)")
         integer("depth", self.depth, low=1)
         ws = self.width if isinstance(self.width, tuple) else (self.width,)
         for w in ws:
@@ -81,15 +106,32 @@ class ModelSpec:
         """Raise, before anything is allocated or written, when this network cannot be built
         for ``d_in`` inputs and ``d_out`` outputs (sizes, memory)."""
         width = list(self.width) if isinstance(self.width, tuple) else self.width
+        if self.kind == "leaky-resnet":
+            assert isinstance(width, int)
+            widths(d_in, [width] * (self.depth + 1), self.depth + 2, d_out)
+            return
         widths(d_in, width, self.depth, d_out)
 
+    def options(self) -> dict[str, Any]:
+        """The family's own options that are set (``leak``, ``adapt_every``)."""
+        return {k: getattr(self, k) for k in FAMILY_OPTIONS.get(self.kind, ())
+                if getattr(self, k) is not None}
+
     def build(self, d_in: int, d_out: int, *, seed: int, dtype: torch.dtype,
-              device: torch.device) -> FeedForward:
+              device: torch.device) -> torch.nn.Module:
         width = list(self.width) if isinstance(self.width, tuple) else self.width
         # DeepLinear has no biases whatever ``bias`` says (kept for config compatibility)
         bias = self.bias and self.kind != "linear"
         return build_model(self.kind, d_in, width, self.depth, d_out, bias=bias, seed=seed,
-                           dtype=dtype, device=device)
+                           dtype=dtype, device=device, options=self.options())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (the family options only when set)."""
+        d = asdict(self)
+        for k in ("leak", "adapt_every"):
+            if d[k] is None:
+                d.pop(k)
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelSpec:
@@ -137,6 +179,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["task"] = self.task.to_dict()
+        d["model"] = self.model.to_dict()
         d["stages"] = [asdict(s) for s in self.stages]
         return d
 
@@ -162,4 +205,6 @@ class RunConfig:
     def default_name(self) -> str:
         m = self.model
         w = m.width if isinstance(m.width, int) else "x".join(map(str, m.width))
-        return f"{self.task.name}-{m.kind}-L{m.depth}-w{w}-s{self.seed}-{self.digest()}"
+        leak = "" if m.leak is None else f"-Lt{m.leak:g}"
+        return (f"{self.task.name}-{m.kind}{leak}-L{m.depth}-w{w}-s{self.seed}-"
+                f"{self.digest()}")

@@ -8,6 +8,8 @@ everything:
   hand-written backward). A single bnstruct network trains as a batch of one through it, so
   a run's weights are the same bits whether it trained alone, in a batch of any size at any
   row, in a worker process or on Ray.
+- :class:`~bnstruct.training._leaky.LeakyBatch`: ``B >= 1`` leaky ResNets of one shape and
+  leak (stacked parameters, autograd, per-parameter penalty weights).
 - :class:`ModuleBatch`: any other ``nn.Module``, alone, through autograd and the stage's
   optimizer.
 
@@ -266,10 +268,19 @@ def stackable(m: nn.Module) -> bool:
 
 def make_batch(models: Sequence[nn.Module]) -> Batch:
     """:class:`StackedBatch` for bnstruct's feed-forward networks (any number, one shape;
-    :func:`stackable`), :class:`ModuleBatch` for a single model of any other kind (a
+    :func:`stackable`), :class:`~bnstruct.training._leaky.LeakyBatch` for leaky ResNets
+    (any number, one shape and leak), :class:`ModuleBatch` for a single model of any other kind (a
     subclass with its own forward, frozen or extra parameters included)."""
+    from ..models.leaky import LeakyResNet
+    from ._leaky import LeakyBatch
+
     if models and all(stackable(m) for m in models):
         return StackedBatch([m for m in models if isinstance(m, FeedForward)])
+    if models and all(type(m) is LeakyResNet for m in models):
+        leaky = [m for m in models if isinstance(m, LeakyResNet)]
+        if len({(m.d_in, m.width, m.depth, m.d_out, m.leak, m.inp.dtype, m.inp.device)
+                for m in leaky}) == 1:
+            return LeakyBatch(leaky)
     if len(models) == 1:
         return ModuleBatch(models[0])
     raise ConfigError("only plain bnstruct feed-forward networks (bn.MLP, bn.DeepLinear, all "

@@ -102,6 +102,9 @@ class _Loop:
                 self.step += 1
                 for b in self.alive:
                     self.states[b].step = self.step
+                hook = getattr(self.batch, "after_step", None)
+                if hook is not None:  # e.g. the leaky ResNets' adaptive layer steps
+                    hook(self.step, self.task)
             s = self.step
             log = s % self.log_every == 0 or s == end
             ck = self.every is not None and s % self.every == 0

@@ -49,9 +49,12 @@ class TrainResult:
 
     @classmethod
     def of(cls, state: TrainState) -> TrainResult:
-        hist = pd.DataFrame(state.history, columns=HISTORY_COLUMNS)
+        extra = [k for k in (state.history[0] if state.history else {})
+                 if k not in HISTORY_COLUMNS]  # a family's own columns (e.g. layer_steps)
+        hist = pd.DataFrame(state.history, columns=HISTORY_COLUMNS + extra)
         last = state.history[-1] if state.history else {}
-        final = {k: float(v) for k, v in last.items() if k not in ("step", "stage")}
+        final = {k: float(v) for k, v in last.items() if k not in ("step", "stage")
+                 and isinstance(v, int | float)}
         return cls(state.status, state.step, hist, state.seconds, state.diverged_at, final)
 
 
