@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 #: public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
     # networks and their parameter algebra
-    "MLP": "models", "DeepLinear": "models", "LeakyResNet": "models", "param_norm2": "models", "rebalance": "models",
-    "balancedness": "models",
+    "MLP": "models", "DeepLinear": "models", "LeakyResNet": "models", "param_norm2": "models",
+    "rebalance": "models", "balancedness": "models",
     # data
     "Task": "tasks", "TaskSpec": "tasks", "make_task": "tasks",
     # training

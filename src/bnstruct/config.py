@@ -13,10 +13,9 @@ from typing import Any
 
 import torch
 
-from ._checks import integer
+from ._checks import integer, number
 from ._checks import seed as check_seed
 from .errors import ConfigError
-from ._checks import number
 from .models import FAMILY_OPTIONS, MODELS, build_model
 from .models._feedforward import widths
 from .tasks import TaskSpec

@@ -312,3 +312,12 @@ def bottleneck_rank(weight_spectra: Any, *, jacobian_rank: int | None = None
                         "largest numerical rank of Jf(x) over the points) to fall back on it")
     return int(jacobian_rank), ("jacobian-rank: no layer has a clear singular-value gap; "
                                 "largest numerical rank of Jf(x) over the points")
+
+
+#: the stable Cost of Identity (:func:`bnstruct.diagnostics.cost_of_identity`) solves with
+#: :math:`K + \gamma I`, :math:`\gamma = \gamma_0 \|K\|_{op}`: the default relative ridge of
+#: every leaky-ResNet column of ``analyze``: directions of :math:`\sigma(A)` with singular
+#: values below :math:`\sqrt{\gamma_0}\, s_1 = 10^{-2} s_1` are damped. Chosen on trained
+#: nets (docs/theory.md#leaky-resnets): the exact pseudo-inverse (``gamma0 = 0``) and
+#: ``1e-6`` count the float32 noise directions of a rank-3 representation (COI near the width)
+COI_GAMMA0: float = 1e-4

@@ -26,12 +26,21 @@ from ._analyze import (
     Summary,
     analyze,
     analyze_evaluation,
+    leaky_analysis,
 )
 from ._bounds import bottleneck_bound
 from ._chain_evaluation import ChainEvaluation
 from ._evaluation import HVP_METHODS, IMPLEMENTATIONS, Evaluation
 from ._hessian import hessian_max_eig
 from ._jacobian import jacobian, log_pdet
+from ._leaky import (
+    LEAKY_COLUMNS,
+    cost_of_identity,
+    cost_of_identity_lower,
+    leaky_summary,
+    leaky_table,
+    nonneg_gap,
+)
 from ._module_evaluation import ModuleEvaluation
 from ._ntk import ntk, ntk_max_eig
 from ._plots import plot_analysis
@@ -51,4 +60,7 @@ __all__ = [
     "analyze", "analyze_evaluation", "Analysis", "Summary", "PRODUCERS", "LAYER_COLUMNS",
     "REP_COLUMNS", "THEORY_COLUMNS", "THRESHOLDS",
     "plot_analysis",
+    # leaky ResNets: the Cost of Identity and the Hamiltonian along depth
+    "cost_of_identity", "cost_of_identity_lower", "nonneg_gap", "leaky_table",
+    "leaky_summary", "leaky_analysis", "LEAKY_COLUMNS",
 ]

@@ -70,7 +70,7 @@ from ._summary import (
     pca,
 )
 
-__all__ = ["Analysis", "analyze", "analyze_evaluation", "Summary", "THRESHOLDS",
+__all__ = ["Analysis", "analyze", "analyze_evaluation", "leaky_analysis", "Summary", "THRESHOLDS",
            "LAYER_COLUMNS", "REP_COLUMNS", "THEORY_COLUMNS"]
 
 
@@ -318,12 +318,92 @@ def analyze(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
     ``ntk_max_eig_per_NL``, ``pca_layer``, and when asked ``fit``, ``objective``,
     ``hessian_max_eig`` and the ``hvp_method`` that computed it, ``two_over_lr``;
     ``thresholds``, ``conventions``. ``Analysis.bound`` holds the per-point bound table.
+    A :class:`~bnstruct.LeakyResNet` gets its own table (:func:`leaky_analysis`: the Cost of
+    Identity, the energies and the Hamiltonian per layer; ``ntk``, ``hessian`` and
+    ``implementation`` do not apply to it).
     For a chain with ``Y`` and ``lam`` also ``rel_fit``, ``rel_grad``, ``rescaling_grad``
     and ``warning``: ``None``, or why the net is not yet near a stationary point of its
     objective and its numbers should not be trusted
     (:func:`~bnstruct.diagnostics.stationarity`).
     """
+    from ..models.leaky import LeakyResNet
+
+    if type(model) is LeakyResNet and output is None and layers is None:
+        return leaky_analysis(model, X, k, Y=Y, lam=lam)
     ev = Evaluation(model, X, dtype=dtype, implementation=implementation, output=output,
                     layers=layers)
     return analyze_evaluation(ev, k, Y=Y, lam=lam, ntk=ntk, hessian=hessian, lr=lr,
                               conv_operator=conv_operator, jacobian_points=jacobian_points)
+
+
+def leaky_analysis(model: nn.Module, X: torch.Tensor, k: int | None = None, *,
+                   Y: torch.Tensor | None = None, lam: float | None = None,
+                   gamma0: float = conventions.COI_GAMMA0) -> Analysis:
+    r""":func:`analyze` of a :class:`~bnstruct.LeakyResNet` (float64): ``layers`` is
+    :func:`~bnstruct.diagnostics.leaky_table` (one row per leaky layer, columns
+    :data:`~bnstruct.diagnostics.LEAKY_COLUMNS`, plus ``in_bottleneck``:
+    ``rep_energy_rank <= k``), ``weight_spectra`` those of the relu parts ``W_l[:, :w]``,
+    ``rep_spectra`` of the centered :math:`A_\ell`, ``pca`` the points in the top two
+    principal directions of the representation of least COI.
+
+    ``summary``: ``model``, ``depth``, ``width``, ``n_points``, ``implementation``
+    (``"leaky-resnet"``), ``coi_gamma0``, ``param_norm2`` (every parameter, biases
+    included), ``penalty_norm2`` (:math:`\sum_q c_q\|\theta_q\|^2`, the paper's
+    weighting), the keys of :func:`~bnstruct.diagnostics.leaky_summary`
+    (``hamiltonian_spread``, ``coi_min``, ``bottleneck_rank``, ...), ``k``, ``k_source``,
+    ``bottleneck_layers`` / ``bottleneck_length`` (the longest run of layers with
+    ``rep_energy_rank <= k``), ``pca_layer``; with ``Y`` and ``lam``: ``fit``, ``rel_fit``
+    and ``objective`` (the paper's), and the momentum-form columns."""
+    from ..models.leaky import LeakyResNet
+    from ._leaky import leaky_summary, leaky_table
+
+    if not isinstance(model, LeakyResNet):
+        raise ConfigError("leaky_analysis needs a bnstruct.LeakyResNet")
+    if lam is not None and not (isinstance(lam, int | float) and lam >= 0):
+        raise ConfigError(f"lam must be a number >= 0, got {lam!r}")
+    table, ws, rs = leaky_table(model, X, Y=Y, lam=lam, gamma0=gamma0)
+    s0 = leaky_summary(table, ws, model.leak)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int)
+                          or not 0 <= k <= model.width):
+        raise ConfigError(f"k must be an integer with 0 <= k <= width = {model.width}, "
+                          f"got {k!r}")
+    k_used = int(s0["bottleneck_rank"]) if k is None else k
+    table["in_bottleneck"] = table["rep_energy_rank"] <= k_used
+    run = longest_run([bool(f) for f in table["in_bottleneck"]])
+    X64 = torch.as_tensor(X).detach().to("cpu", torch.float64)
+    with torch.no_grad():
+        n2 = float(sum(p.detach().double().pow(2).sum() for p in model.parameters()))
+        pen = float(model.penalty_norm2().detach().double())
+    s: dict[str, Any] = {"model": "LeakyResNet", "depth": model.depth, "width": model.width,
+                         "n_points": int(X64.shape[0]), "implementation": "leaky-resnet",
+                         "coi_gamma0": gamma0, "param_norm2": n2, "penalty_norm2": pen,
+                         **s0, "k": k_used, "k_source": "given" if k is not None else
+                         "estimated",
+                         "bottleneck_layers": None if run is None else [run[0], run[1]],
+                         "bottleneck_length": 0 if run is None else run[1] - run[0] + 1}
+    if Y is not None and lam is not None:
+        from ..experiments._records import float64_copy
+
+        m = float64_copy(model)
+        with torch.no_grad():
+            Y64 = torch.as_tensor(Y).detach().to("cpu", torch.float64)
+            fit = float((m(X64) - Y64).pow(2).sum(1).mean())
+            y2 = float(Y64.pow(2).sum(1).mean())
+        s.update({"fit": fit, "rel_fit": fit / y2 if y2 > 0 else math.nan,
+                  "objective": fit + float(lam) * pen})
+    pl = int(np.argmin(table["coi"].to_numpy(float))) + 1
+    s["pca_layer"] = pl
+    with torch.no_grad():
+        from ..experiments._records import float64_copy
+
+        A = float64_copy(model).representations(X64)[pl]  # type: ignore[operator]
+        C = conventions.center(A)
+        Vh = torch.linalg.svd(C, full_matrices=False).Vh
+        coords = (C @ Vh[:2].T).numpy()
+    if coords.shape[1] < 2:
+        coords = np.concatenate([coords, np.zeros((coords.shape[0], 2 - coords.shape[1]))], 1)
+    s["thresholds"] = {**THRESHOLDS, "energy_tol": conventions.ENERGY_TOL}
+    s["conventions"] = {**conventions.summary(), "coi_gamma0": gamma0,
+                        "layer": "layer l is the step A_{l-1} -> A_l; representation "
+                                 "columns are of A_l, energies of the step at its input"}
+    return Analysis(table, s, ws, rs, coords)  # type: ignore[arg-type]

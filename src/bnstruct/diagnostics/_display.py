@@ -21,9 +21,11 @@ def _num(v: Any, spec: str = ".3g") -> str:
 def _facts(a: Any) -> list[tuple[str, str]]:
     s = a.summary
     general = a.representations is not None
+    kind = ("general model" if general else "leaky ResNet"
+            if s.get("implementation") == "leaky-resnet" else "chain")
     bl = s.get("bottleneck_layers")
     rows = [
-        ("model", f"{'general model' if general else 'chain'} of {len(a.layers)} weight "
+        ("model", f"{kind} of {len(a.layers)} weight "
                   f"layer(s), {s.get('n_points')} points, {s.get('implementation')}"),
         ("k", f"{s.get('k')} ({s.get('k_source', 'given')})"),
         ("bottleneck rank", f"{s.get('bottleneck_rank')} "

@@ -30,9 +30,9 @@ from .leaky import LeakyResNet
 from .linear import DeepLinear
 from .mlp import MLP
 
-__all__ = ["MLP", "DeepLinear", "LeakyResNet", "FeedForward", "ACTIVATIONS", "MODELS", "ModelBuilder",
-           "register_model", "build_model", "FAMILY_OPTIONS", "param_norm2", "rebalance", "balancedness",
-           "linear_layers", "linear_chain", "LinearChain"]
+__all__ = ["MLP", "DeepLinear", "LeakyResNet", "FeedForward", "ACTIVATIONS", "MODELS",
+           "ModelBuilder", "FAMILY_OPTIONS", "register_model", "build_model", "param_norm2",
+           "rebalance", "balancedness", "linear_layers", "linear_chain", "LinearChain"]
 
 
 class ModelBuilder(Protocol):
