@@ -62,6 +62,7 @@ GRID_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "task": _str, "model": _str, "k": _int, "n_train": _int, "n_test": _int, "d_in": _int,
     "d_out": _int, "data_seed": _int, "depth": _int, "width": _width, "optimizer": _str,
     "steps": _int, "lam": _float, "lr": _float, "seed": _int, "dtype": _str,
+    "leak": _float, "adapt_every": _int,
 }
 #: options that take one value in a sweep
 FIXED_OPTIONS = ("data", "stage", "device", "log_every", "checkpoint_every")
@@ -141,10 +142,11 @@ def config_from(*, task: str = "composite", data: str | Path | None = None,
                 lam: float = 0.005, lr: float | None = None, optimizer: str = "adam",
                 steps: int = 6000, stage: Sequence[str] | None = None, seed: int = 0,
                 device: str = "auto", dtype: str = "float32", log_every: int = 100,
-                checkpoint_every: int = 1000) -> tuple[RunConfig, Task | None]:
+                checkpoint_every: int = 1000, leak: float | None = None,
+                adapt_every: int | None = None) -> tuple[RunConfig, Task | None]:
     """The :class:`RunConfig` of ``bnstruct train``'s options (validated, with messages that
     name the option), and the task when it comes from a ``data`` file (else ``None``: the
-    config rebuilds it)."""
+    config rebuilds it). ``leak`` / ``adapt_every``: ``--model leaky-resnet`` only."""
     for nm, v in (("depth", depth), ("steps", steps), ("log-every", log_every),
                   ("checkpoint-every", checkpoint_every)):
         if v < 1:
@@ -182,7 +184,13 @@ def config_from(*, task: str = "composite", data: str | Path | None = None,
         stages = (Stage("gd", lr if lr is not None else 0.05, lam, steps),)
     else:
         stages = default_recipe(lam=lam, steps=steps, lr=lr if lr is not None else 1.5e-3)
-    cfg = RunConfig(task=spec, model=ModelSpec(model, width, depth), stages=stages,
+    if model == "leaky-resnet" and leak is None:
+        raise ConfigError("--model leaky-resnet needs --leak (the effective depth Lt), e.g. "
+                          "--leak 4")
+    if model != "leaky-resnet" and (leak is not None or adapt_every is not None):
+        raise ConfigError("--leak and --adapt-every go with --model leaky-resnet")
+    cfg = RunConfig(task=spec, model=ModelSpec(model, width, depth, leak=leak,
+                                               adapt_every=adapt_every), stages=stages,
                     seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
                     dtype=dtype, device=device)
     return cfg, the_task

@@ -169,7 +169,13 @@ def analyze_cmd(
 SUMMARY_KEYS = ("k", "k_source", "task_bn_rank", "bottleneck_rank", "bottleneck_rank_method",
                 "bottleneck_layers", "param_norm2_per_depth", "bound_slack_min",
                 "ntk_max_eig_per_NL", "hessian_max_eig", "two_over_lr", "rel_fit",
-                "rescaling_grad", "rel_grad", "implementation")
+                "rescaling_grad", "rel_grad", "implementation",
+                # leaky ResNets (bnstruct.diagnostics.leaky_analysis)
+                "leak", "hamiltonian_spread", "minus_2H_over_leak", "coi_min", "coi_min_p",
+                "balance_spread", "nonneg_gap_middle", "coi_gamma0")
+#: the per-layer columns ``analyze`` shows by default for a leaky ResNet (``--all``: every one)
+LEAKY_TABLE = ("layer", "p", "coi", "coi_lower", "nonneg_gap", "rep_energy_rank", "kinetic",
+               "potential", "hamiltonian", "speed_K", "w_s1", "w_s3", "w_s4")
 
 
 def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,
@@ -184,7 +190,9 @@ def _print_analysis(a, title: str, *, as_json: bool, as_csv: bool,
         if a.representations is not None:
             sys.stdout.write("\n" + a.representations.to_csv(index=False))
         return
-    if a.representations is not None and not all_columns:
+    if a.summary.get("implementation") == "leaky-resnet" and not all_columns:
+        print_df(a.layers[list(LEAKY_TABLE)], title=title, key=["layer"])
+    elif a.representations is not None and not all_columns:
         for tab in general_tables(a, title=title):
             out.print(tab, width=min(out.width, 100))
     elif all_columns:  # every column, in as many tables as the width needs (no cell cut)

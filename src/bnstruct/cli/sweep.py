@@ -17,7 +17,10 @@ def sweep_cmd(
     task: Annotated[str | None, grid_opt("task name(s)")] = None,
     data: Annotated[Path | None, typer.Option(help=".npz data file (one; replaces --task)")
                     ] = None,
-    model: Annotated[str | None, grid_opt("mlp | linear")] = None,
+    model: Annotated[str | None, grid_opt("mlp | linear | leaky-resnet")] = None,
+    leak: Annotated[str | None, grid_opt("leaky-resnet: effective depth(s) Lt")] = None,
+    adapt_every: Annotated[str | None, grid_opt(
+        "leaky-resnet: re-set the layer steps every N steps")] = None,
     k: Annotated[str | None, grid_opt("bottleneck rank of the task")] = None,
     n_train: Annotated[str | None, grid_opt("training points")] = None,
     n_test: Annotated[str | None, grid_opt("test points")] = None,
@@ -79,7 +82,7 @@ def sweep_cmd(
              "data_seed": data_seed, "depth": depth, "width": width, "lam": lam, "lr": lr,
              "optimizer": optimizer, "steps": steps, "stage": stage or None, "seed": seed,
              "dtype": dtype, "device": device, "log_every": log_every,
-             "checkpoint_every": checkpoint_every}
+             "checkpoint_every": checkpoint_every, "leak": leak, "adapt_every": adapt_every}
     options.update({kk: v for kk, v in given.items() if v is not None})
     ex = make_executor(executor, address=address, workers=workers, max_batch=max_batch,
                        cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
