@@ -256,8 +256,9 @@ def leaky_summary(table: pd.DataFrame, weight_spectra: Sequence[np.ndarray], lea
       to ``k*`` from below, prediction 2);
     - ``coi_min`` (over the representations :math:`A_1..A_L`) and ``coi_min_p``, its ``p``;
       ``coi_input`` of :math:`A_0`;
-    - ``balance_spread``: spread of ``balance`` over the interior divided by the spread of
-      ``w_norm2`` (prediction 5);
+    - ``balance_spread``: spread of ``balance`` over the interior divided by the larger
+      spread of its two terms, ``w_norm2`` and :math:`\tilde L\int_0^p\|b\|^2`
+      (prediction 5: small);
     - ``bottleneck_rank`` of the relu parts' spectra
       (:func:`~bnstruct.conventions.bottleneck_rank`; ``jacobian_rank`` fallback: the
       smallest ``rep_energy_rank``) and ``nonneg_gap_middle`` (largest over
@@ -269,7 +270,9 @@ def leaky_summary(table: pd.DataFrame, weight_spectra: Sequence[np.ndarray], lea
                 _spread(inner["potential"].to_numpy(float)))
     i = int(np.argmin(table["coi"].to_numpy(float)))
     bal = _spread(inner["balance"].to_numpy(float))
-    wn = _spread(inner["w_norm2"].to_numpy(float))
+    # the scale it is judged on: the larger change of its two terms over the interior
+    wn = max(_spread(inner["w_norm2"].to_numpy(float)),
+             _spread((inner["w_norm2"] - inner["balance"]).to_numpy(float)))
     k, method = conventions.bottleneck_rank(
         list(weight_spectra), jacobian_rank=int(table["rep_energy_rank"].min()))
     mid = table[table["layer"].isin(conventions.middle_layers(L))]
