@@ -42,6 +42,20 @@ EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (
     linear, norm_vs_depth, weight_spectra, representation_rank, bound, learning_rate,
     narrow_minima, symmetry, digits, representation_convergence)}
 
+# leaky ResNets (Jacot & Kaiser, arXiv 2405.17573): one shared sweep (_leaky), six modules
+from . import (  # noqa: E402
+    leaky_adaptive_steps,
+    leaky_balance,
+    leaky_cost_of_identity,
+    leaky_hamiltonian,
+    leaky_structure,
+    leaky_timescales,
+)
+
+EXPERIMENTS.update({m.NAME: m for m in (
+    leaky_hamiltonian, leaky_cost_of_identity, leaky_timescales, leaky_structure,
+    leaky_balance, leaky_adaptive_steps)})
+
 
 def get_config(name: str, mode: str) -> Any:
     """The frozen config of experiment ``name`` in ``mode``."""

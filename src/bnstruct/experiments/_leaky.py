@@ -28,7 +28,7 @@ from ..training import Stage
 from ._records import Memo, require_status, run_config, task_spec
 
 __all__ = ["LeakyConfig", "LeakyResult", "LEAKY", "leaky_plan", "adaptive_plan",
-           "leaky_measure", "at_leak", "leak_label"]
+           "leaky_measure", "net_columns", "at_leak", "leak_label"]
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,45 @@ def _net(run: Run) -> tuple[pd.DataFrame, dict[str, Any], list[np.ndarray], list
         layers.insert(i, c, v)
     fin = run.summary.get("final", {})
     s = {kk: v for kk, v in a.summary.items() if not isinstance(v, dict | list)}
-    row = {**meta, **s, "rel_fit_train": fin.get("rel_fit", math.nan),
+    row = {**meta, **s, **net_columns(a.layers, float(m.leak or math.nan), int(run.task.bn_rank
+                                                                              or 0)),
+           "rel_fit_train": fin.get("rel_fit", math.nan),
            "rel_test_error": fin.get("rel_test_error", math.nan)}
     return layers, row, a.weight_spectra, a.rep_spectra
+
+
+def net_columns(t: pd.DataFrame, leak: float, k: int) -> dict[str, float]:
+    r"""The claims' own numbers of one net's layer table ``t``:
+
+    - ``potential_variation``: spread of the potential over the interior layers over its
+      median (prediction 1: the parts "vary a lot");
+    - ``speed_ends``: mean of ``speed_K`` over the first and the last layer; ``speed_middle``:
+      its median over :func:`~bnstruct.conventions.middle_layers` (prediction 3);
+    - ``speed_tracking``: median over the interior layers of
+      :math:`|\|\dot A\|_K - \tilde L\sqrt{\max(\mathrm{COI}_{in} - \min\mathrm{COI}, 0)}|
+      / \|\dot A\|_K` (reported);
+    - ``mid_rank_fraction`` / ``mid_wgap_fraction``: the share of middle layers whose
+      ``rep_energy_rank`` / ``w_gap_rank`` is ``k`` (prediction 4);
+    - ``rho_outer``: the share of the layer steps in the first and last quarter of the layers
+      (``l <= L/4`` or ``l > 3L/4``; 1/2 for equal steps: prediction 6)."""
+    from ..conventions import interior_layers, middle_layers
+
+    L = len(t)
+    mid = t[t["layer"].isin(middle_layers(L))]
+    inner = t[t["layer"].isin(interior_layers(L))]
+    sp = t["speed_K"].to_numpy(float)
+    pred = leak * np.sqrt(np.maximum(inner["coi_in"] - t["coi"].min(), 0.0))
+    track = np.abs(inner["speed_K"] - pred) / inner["speed_K"].where(inner["speed_K"] > 0)
+    outer = (t["layer"] <= L / 4) | (t["layer"] > 3 * L / 4)
+    pot = inner["potential"].to_numpy(float)
+    return {"potential_variation": float((pot.max() - pot.min()) / np.median(pot))
+            if pot.size and np.median(pot) > 0 else math.nan,
+            "speed_ends": float((sp[0] + sp[-1]) / 2),
+            "speed_middle": float(mid["speed_K"].median()),
+            "speed_tracking": float(track.median()),
+            "mid_rank_fraction": float((mid["rep_energy_rank"] == k).mean()),
+            "mid_wgap_fraction": float((mid["w_gap_rank"] == k).mean()),
+            "rho_outer": float(t.loc[outer, "rho"].sum() / t["rho"].sum())}
 
 
 def leaky_measure(cfg: LeakyConfig, runs: Sequence[Run], *, memo: Memo | None = None
