@@ -41,7 +41,7 @@ import torch
 from ._io import atomic_write_bytes, dumps, jsonable
 from .config import DTYPES, RunConfig, resolve_device
 from .errors import BnstructError, ConfigError, RunExistsError
-from .models import FeedForward
+from .models import FeedForward, LeakyResNet
 from .tasks import Task
 from .training import TrainResult, TrainState, hold_sigint
 from .training import checkpoint_step as _ck_step
@@ -187,7 +187,8 @@ class Run:
 
     path: Path
     config: RunConfig
-    model: FeedForward
+    #: a :class:`~bnstruct.models.FeedForward` chain, or a :class:`~bnstruct.LeakyResNet`
+    model: FeedForward | LeakyResNet
     task: Task
     history: pd.DataFrame
     summary: dict[str, Any]
@@ -382,6 +383,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
     dev = resolve_device(device)
     model = config.model.build(task.d_in, task.d_out, seed=config.seed,
                                dtype=DTYPES[config.dtype], device=dev)
+    assert isinstance(model, FeedForward | LeakyResNet)  # every registered family
     w = path / "weights.safetensors"
     try:
         model.load_state_dict(load_file(str(w), device=str(dev)))

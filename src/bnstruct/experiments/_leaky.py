@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -183,7 +184,7 @@ def leaky_measure(cfg: LeakyConfig, runs: Sequence[Run], *, memo: Memo | None = 
     ``memo`` by run directory); the runs must have completed."""
     require_status(runs)
     memo = memo if memo is not None else Memo()
-    parts = [memo.get(("leaky-net", str(r.path)), lambda r=r: _net(r)) for r in runs]
+    parts = [memo.get(("leaky-net", str(r.path)), partial(_net, r)) for r in runs]
     return LeakyResult(cfg.k, pd.concat([p[0] for p in parts], ignore_index=True),
                        pd.DataFrame([p[1] for p in parts]),
                        {p[1]["run"]: (p[2], p[3]) for p in parts})

@@ -33,7 +33,7 @@ optimizer's scalars for some batches and tensors for others.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -76,8 +76,9 @@ class Batch(Protocol):
     def step(self, X: torch.Tensor, Y: torch.Tensor, losses: torch.Tensor) -> None:
         """One optimizer step of every row; its data term into ``losses [size]`` (no sync)."""
 
-    def evaluate(self, task: Task, lams: Sequence[float]) -> list[dict[str, float]]:
-        """Full-batch objective terms of every row (:func:`~bnstruct.training.evaluate`)."""
+    def evaluate(self, task: Task, lams: Sequence[float]) -> list[dict[str, Any]]:
+        """Full-batch objective terms of every row (:func:`~bnstruct.training.evaluate`;
+        numbers, and a family's own history columns such as ``layer_steps``)."""
 
     def snapshot(self, r: int, optimizer: bool) -> Tensors:
         """Row ``r``'s checkpoint tensors in the single-run names (``model.<name>``, and
