@@ -60,6 +60,12 @@ def verdict(res: LeakyResult, cfg: LeakyConfig) -> Claim:
             h.size and ((h >= k - BAND) & (h <= k + WRONG_SIDE)).all()),
     }
     ok = all(checks.values()) and len(t) == len(cfg.seeds)
+    why = "; ".join(f"not met: {n}" for n, v in checks.items() if not v)
+    if not all(list(checks.values())[1::2]) and "speed_middle" in t:
+        why += (f" (at Lt = {top:g} the mean H over the interior is "
+                f"{fmt_mean_se(t['hamiltonian_mean'])}, not near -Lt k*/2 = {-top * k / 2:g}: "
+                f"the middle layers still move, speed ||dA/dp||_K "
+                f"{fmt_mean_se(t['speed_middle'])}, so their kinetic energy does not vanish)")
     per = "; ".join(f"Lt={Lt:g}: min COI {fmt_mean_se(at_leak(eq, Lt)['coi_min'])}, -2H/Lt "
                     f"{fmt_mean_se(at_leak(eq, Lt)['minus_2H_over_leak'])}" for Lt in cfg.leaks)
     return Claim(
@@ -71,7 +77,7 @@ def verdict(res: LeakyResult, cfg: LeakyConfig) -> Claim:
         checked=("Over the leaks, the smallest Cost of Identity along depth decreases and "
                  "-2H/Lt increases (slopes against log Lt with 2 standard errors), and at the "
                  "largest leak every seed has both close to the bottleneck rank k*."),
-        why="; ".join(f"not met: {n}" for n, v in checks.items() if not v) if not ok else "",
+        why=why if not ok else "",
         measured=per, expected=f"min COI -> k* = {k} from above, -2H/Lt -> k* from below",
         tolerance=f"within {BAND:g} of k* (the paper's spread: 1-2), at most {WRONG_SIDE:g} on "
                   "the wrong side; trends beyond 2 standard errors",

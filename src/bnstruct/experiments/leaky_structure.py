@@ -57,6 +57,10 @@ def verdict(res: LeakyResult, cfg: LeakyConfig) -> Claim:
 
     mid = mid[mid["layer"].isin(middle_layers(int(res.layers["layer"].max())))]
     ratio = (mid[f"w_s{res.k}"] / mid[f"w_s{res.k + 1}"]).to_numpy(float)
+    why = "; ".join(f"not met: {n}" for n, v in checks.items() if not v)
+    if not list(checks.values())[1] and ratio.size:
+        why += (f" (s_k*/s_(k*+1) of W_p in the middle layers: median {np.median(ratio):.2f}, "
+                "a clear gap needs >= 2: the weights keep more than k* large values)")
     return Claim(
         NAME, statement(cfg),
         key=(f"at Lt={top:g}, share of middle layers: A rank k* {fmt_mean_se(rf, '.2f')}, "
@@ -65,7 +69,7 @@ def verdict(res: LeakyResult, cfg: LeakyConfig) -> Claim:
         checked=("In the middle layers of every net at the largest leak, the representation "
                  "has k* principal directions, the weight matrix k* dominant singular values, "
                  "and the representation is close to non-negative."),
-        why="; ".join(f"not met: {n}" for n, v in checks.items() if not v) if not ok else "",
+        why=why if not ok else "",
         measured=(f"share of middle layers with energy rank k*: {fmt_mean_se(rf, '.2f')}; with "
                   f"the W gap at k*: {fmt_mean_se(wf, '.2f')}; s_k*/s_(k*+1) of W in the middle "
                   f"layers: median {np.median(ratio):.2f} (clear gap: >= 2); nonneg gap "
