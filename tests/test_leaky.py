@@ -243,7 +243,7 @@ def _momentum_fd(m: bn.LeakyResNet, X: np.ndarray, Y: np.ndarray, lam: float) ->
     return -G / lam
 
 
-def test_analyze_of_a_leaky_resnet_has_the_columns():
+def test_analyze_of_a_leaky_resnet_has_the_columns(tmp_path):
     m = _net()
     X = torch.randn(10, 3, dtype=D, generator=torch.Generator().manual_seed(6))
     Y = torch.randn(10, 2, dtype=D, generator=torch.Generator().manual_seed(7))
@@ -258,6 +258,8 @@ def test_analyze_of_a_leaky_resnet_has_the_columns():
     import json
 
     json.dumps(a.to_dict(), allow_nan=False)
+    a.plot(tmp_path / "leaky.png")
+    assert (tmp_path / "leaky.png").exists()
 
 
 def _critical_point(depth: int) -> tuple[bn.LeakyResNet, torch.Tensor, torch.Tensor, float]:

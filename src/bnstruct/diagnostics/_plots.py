@@ -31,6 +31,8 @@ def plot_analysis(a: Analysis, path: str | Path | None = None, *, color: Any = N
     from ..conventions import middle_layers
     from ..plots import draw_pca, draw_rank_profile, draw_weight_spectra, new_figure
 
+    if a.summary.get("implementation") == "leaky-resnet":
+        return _plot_leaky(a, path, color, color_label)
     s, df = a.summary, a.layers
     k = int(s["k"])
     fig = new_figure((15, 4.4))
@@ -46,6 +48,42 @@ def plot_analysis(a: Analysis, path: str | Path | None = None, *, color: Any = N
 
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def _plot_leaky(a: Analysis, path: str | Path | None, color: Any, color_label: str) -> Figure:
+    """A leaky ResNet's :func:`plot_analysis`: the weight spectra (relu parts) per layer,
+    the kinetic and potential energy and H along p, the COI profile, the PCA of the layer of
+    least COI."""
+    from ..plots import draw_pca, draw_weight_spectra, new_figure
+
+    s, df = a.summary, a.layers
+    k = int(s["k"])
+    fig = new_figure((15, 8.4))
+    (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
+    draw_weight_spectra(ax1, a.weight_spectra, k, title=f"W_l spectra (relu part, k = {k})")
+    ax2.plot(df["p_in"], df["kinetic"], marker=".", label="kinetic")
+    ax2.plot(df["p_in"], df["potential"], marker=".", ls="--", label="potential")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("p (depth, the step's input)")
+    ax2.set_ylabel("energy")
+    tw = ax2.twinx()
+    tw.plot(df["p_in"], df["hamiltonian"], color="C2", marker=".", label="H (right axis)")
+    tw.set_ylabel("H = kinetic - potential")
+    ax2.legend(handles=[*ax2.get_lines(), *tw.get_lines()], fontsize=8)
+    ax2.set_title(f"energies along depth (Lt = {s['leak']:g})")
+    ax3.plot(df["p"], df["coi"], marker=".", label="COI")
+    ax3.plot(df["p"], df["coi_lower"], marker=".", ls=":", label="nuclear^2 / Frobenius^2")
+    ax3.axhline(k, color="k", ls=":", lw=1, label=f"k = {k}")
+    ax3.set_yscale("log")
+    ax3.set_xlabel("p (depth)")
+    ax3.set_ylabel("Cost of Identity")
+    ax3.set_title(f"COI (gamma0 = {s['coi_gamma0']:g}); min {s['coi_min']:.3g}")
+    ax3.legend(fontsize=8)
+    draw_pca(ax4, a.pca, color=color, color_label=color_label,
+             title=f"PCA of layer {s['pca_layer']} (least COI)")
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig

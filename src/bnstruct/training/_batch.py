@@ -90,6 +90,9 @@ class Batch(Protocol):
     def write_back(self) -> None:
         """Write every remaining row's weights into its model."""
 
+    # optional: ``after_step(step, task)``, called by the loop after every step (the leaky
+    # ResNets' adaptive layer steps, :class:`~bnstruct.training._leaky.LeakyBatch`)
+
 
 class StackedBatch:
     """:class:`Batch` of :class:`FeedForward` networks of one shape (see the module
