@@ -70,7 +70,11 @@ def test_registry_has_every_claim_with_all_modes():
     assert list(EXPERIMENTS) == ["linear", "norm-vs-depth", "weight-spectra",
                                  "representation-rank", "bound", "learning-rate",
                                  "narrow-minima", "symmetry", "digits",
-                                 "representation-convergence"]
+                                 "representation-convergence",
+                                 # the follow-up paper's (leaky ResNets)
+                                 "leaky-hamiltonian", "leaky-cost-of-identity",
+                                 "leaky-timescales", "leaky-structure", "leaky-balance",
+                                 "leaky-adaptive-steps"]
     for mod in EXPERIMENTS.values():
         assert set(mod.CONFIGS) == {"smoke", "quick", "full"}
     assert len(SWEEPS["quick"].seeds) >= 3 and len(SWEEPS["full"].seeds) >= 3

@@ -74,15 +74,16 @@ class LeakyConfig:
 
 
 #: the sweep per mode. quick: the paper's task at CPU size (width 32 and 16 layers instead of
-#: 100 and 20, 300 points instead of 1000, 4000 steps instead of 6000 epochs; Lt up to 8 so
-#: that rho Lt = 0.5 stays a fine step); full: the paper's sizes (width 100, 20 layers, 1000
+#: 100 and 20, 300 points instead of 1000, 3250 steps instead of 6000 epochs; Lt up to 8 so
+#: that rho Lt = 0.5 stays a fine step; sized to add about a minute to reproduce --quick on
+#: 2 idle cores); full: the paper's sizes (width 100, 20 layers, 1000
 #: points), Lt up to 7 as in its spectra, steps cut to fit about 10 minutes on 2 cores
 LEAKY: dict[str, LeakyConfig] = {
     "smoke": LeakyConfig(leaks=(2.0, 4.0), seeds=(0, 1), depth=8, width=8, n_train=64,
                          n_test=64, steps=150, settle_steps=50, hidden=16,
                          adaptive_leak=4.0, adapt_every=50),
     "quick": LeakyConfig(leaks=(2.0, 4.0, 8.0), seeds=(0, 1, 2), depth=16, width=32,
-                         n_train=300, n_test=300, steps=3000, settle_steps=1000),
+                         n_train=300, n_test=300, steps=2500, settle_steps=750),
     "full": LeakyConfig(leaks=(2.0, 4.0, 7.0), seeds=(0, 1, 2), depth=20, width=100,
                         n_train=1000, n_test=1000, steps=2000, settle_steps=500,
                         adaptive_leak=7.0),
