@@ -314,3 +314,33 @@ def test_hamiltonian_identity_at_a_float64_critical_point():
         spreads.append(H.max() - H.min())
         assert spreads[-1] < 0.25 * np.abs(H).mean()
     assert 0.4 < spreads[1] / spreads[0] < 0.6
+
+
+@pytest.mark.parametrize("interrupt_at", [20])
+def test_resume_equals_uninterrupted(tmp_path, interrupt_at):
+    """A leaky run (adaptive steps, a minibatch stage next) interrupted mid-stage resumes to
+    the same bits, its layer steps and optimizer state included."""
+    task = teacher(24, 8, k=2, d_in=3, d_out=2, hidden=8, seed=0).to("cpu", torch.float32)
+    stages = [Stage("adam", 2e-3, 1e-3, 30), Stage("adam", 1e-3, 1e-3, 20, batch_size=12)]
+
+    def net(seed: int) -> bn.LeakyResNet:
+        return bn.LeakyResNet(3, 4, 5, 2, leak=2.0, adapt_every=10, seed=seed)
+
+    full = net(3)
+    ref = bn.train(full, task, stages, seed=1, log_every=10, progress=False)
+
+    def stop(step, row):
+        if step == interrupt_at:
+            raise KeyboardInterrupt
+
+    ck = tmp_path / "ck"
+    r1 = bn.train(net(3), task, stages, seed=1, log_every=10, checkpoint=ck,
+                  checkpoint_every=10, callback=stop, progress=False)
+    assert r1.status == "interrupted" and r1.steps == interrupt_at
+    m2 = net(99)
+    r2 = bn.train(m2, task, stages, seed=1, log_every=10, checkpoint=ck, checkpoint_every=10,
+                  resume=True, progress=False)
+    assert r2.status == "completed" and r2.steps == 50
+    for (n, p), q in zip(m2.state_dict().items(), full.state_dict().values(), strict=True):
+        assert torch.equal(p, q), n
+    assert list(r2.history["layer_steps"]) == list(ref.history["layer_steps"])
