@@ -259,7 +259,8 @@ def test_learning_rate_plan_matches_its_grid():
 
 
 def test_registry_and_statement_follow_the_config():
-    assert list(EXPERIMENTS)[-1] == "representation-convergence"
+    assert list(EXPERIMENTS).index("regime-map") == \
+        list(EXPERIMENTS).index("representation-convergence") + 1
     assert list(EXPERIMENTS).index("representation-convergence") == \
         list(EXPERIMENTS).index("digits") + 1
     assert representation_convergence.KIND == "claim"

@@ -70,7 +70,7 @@ def test_registry_has_every_claim_with_all_modes():
     assert list(EXPERIMENTS) == ["linear", "norm-vs-depth", "weight-spectra",
                                  "representation-rank", "bound", "learning-rate",
                                  "narrow-minima", "symmetry", "digits",
-                                 "representation-convergence"]
+                                 "representation-convergence", "regime-map"]
     for mod in EXPERIMENTS.values():
         assert set(mod.CONFIGS) == {"smoke", "quick", "full"}
     assert len(SWEEPS["quick"].seeds) >= 3 and len(SWEEPS["full"].seeds) >= 3
