@@ -45,6 +45,11 @@ class Config:
     #: depths, as in the sweep: docs/theory.md#regime-map); ``lam`` is then unused
     lam_depth: float | None = None
     lr: float = 3e-3
+    #: the deepest depth ``lr`` was tuned at: deeper nets train at ``lr * lr_depth / L``
+    #: (docs/theory.md#claim-linear: the end-to-end map moves by about the sum of its L layers'
+    #: relative steps, so a fixed per-layer step moves it L times as fast; the same reason the
+    #: stable GD step is c/L, claim 6)
+    lr_depth: int = 8
     steps: int = 3000
     seeds: tuple[int, ...] = (0, 1, 2)
 
@@ -58,15 +63,15 @@ class Config:
     def stages(self, L: int) -> tuple[Stage, ...]:
         # Adam fits and prunes the unused directions fast; the low-lr Adam and plain-GD stages
         # settle on the regularized critical point (balanced, aligned factors).
-        lam = self.lam_at(L)
-        return (Stage("adam", self.lr, lam, self.steps),
-                Stage("adam", self.lr / 10, lam, self.steps),
-                Stage("gd", 0.02, lam, self.steps))
+        lam, f = self.lam_at(L), min(1.0, self.lr_depth / L)
+        return (Stage("adam", self.lr * f, lam, self.steps),
+                Stage("adam", self.lr * f / 10, lam, self.steps),
+                Stage("gd", 0.02 * f, lam, self.steps))
 
 
 CONFIGS = {
     "smoke": Config(depths=(2, 3, 4), d=8, k=2, width=8, n_train=64, steps=300, seeds=(0, 1)),
-    "quick": Config(),
+    "quick": Config(lam_depth=0.2),
     "full": Config(depths=(2, 4, 8, 12, 16), d=50, k=4, width=50, n_train=256, steps=5000,
                    lam_depth=0.2),
 }

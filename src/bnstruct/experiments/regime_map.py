@@ -37,7 +37,7 @@ def _grid(mode: str, lam_depths: tuple[float, ...], depths: tuple[int, ...] | No
 #: (factors of 2-4: wide enough to find the collapse boundary and the unstructured side)
 CONFIGS = {
     "smoke": _grid("smoke", (0.05, 0.2)),
-    "quick": _grid("quick", (0.05, 0.2, 0.8)),
+    "quick": _grid("quick", (0.05, 0.2, 0.8), depths=(8, 20)),
     "full": _grid("full", (0.05, 0.2, 0.8), depths=(10, 25)),
 }
 
