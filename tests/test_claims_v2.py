@@ -8,6 +8,7 @@ explicit centering matrix; both claims run plan -> train -> measure -> verdict a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -169,17 +170,20 @@ def test_learning_rate_verdict_passes_when_every_part_holds():
     ("small_flat_low", "required_ok"),
 ])
 def test_learning_rate_verdict_fails_each_part(bad, part):
+    assert LR.depths == (4, 6, 8, 12, 16)  # the frames below are built for these depths
     base = _lr_frame()
     frames = {
         "above_bound": base.assign(ntk_per_NL=np.where(
             (base["depth"] == 8) & (base["c"] == 0.125) & (base["seed"] == 2),
             1.15 / 0.125, base["ntk_per_NL"])),
-        "increasing_in_c": _lr_frame(ntk=lambda L, c, s: 8 * c * (1 - math.exp(-L / 4))),
+        # (below each bound, judged at c = 1/8, but larger for larger c)
+        "increasing_in_c": _lr_frame(ntk=lambda L, c, s: (2 + 40 * c) * (1 - math.exp(-L / 4))),
         "sharp": _lr_frame(hess=lambda lr: 2.5 / lr),
         # (the small-lr runs grow faster still, so that only (d) is violated)
-        "linear_growth": _lr_frame(ntk=lambda L, c, s: 0.05 * L / c * (1 + 0.01 * s),
+        # (past half its bound at L = 8, so judged, and still below it at L = 16)
+        "linear_growth": _lr_frame(ntk=lambda L, c, s: 0.065 * L / c * (1 + 0.01 * s),
                                    small=lambda L, s: 0.5 * L ** 2 * (1 + 0.02 * s)),
-        "accelerating": _lr_frame(ntk=lambda L, c, s: 0.005 * L ** 2 / c * (1 + 0.01 * s),
+        "accelerating": _lr_frame(ntk=lambda L, c, s: ACCEL[L] / c * (1 + 0.01 * s),
                                   small=lambda L, s: 0.05 * L ** 3 * (1 + 0.02 * s)),
         "small_flat_low": _lr_frame(small=lambda L, s: 5.0 * (1 + 0.02 * s)),
     }
@@ -190,6 +194,34 @@ def test_learning_rate_verdict_fails_each_part(bad, part):
     words = {"bound_ok": "a bound", "monotone_ok": "b decreasing in c", "hessian_ok": "c hessian",
              "saturation_ok": "d saturation", "required_ok": "e small lr"}
     assert c.measured.split("failed: ")[1].startswith(words[part])
+
+
+#: ntk_max/(NL) * c per depth of a curve flat over the shallower half, then climbing
+ACCEL = {4: 0.5, 6: 0.52, 8: 0.55, 12: 0.75, 16: 1.05}
+
+
+def test_learning_rate_saturation_is_judged_only_near_the_bound():
+    # c = 1/32 still climbs like L but is at 0.3 of its bound at L = 8: reported, not judged;
+    # the other two saturate near theirs: the verdict passes
+    c = learning_rate.verdict(_lr_frame(ntk=lambda L, c, s: (
+        0.0375 * L / c if c == 0.03125 else 0.6 / c * (1 - math.exp(-L / 4))),
+        small=lambda L, s: 0.5 * L ** 2 * (1 + 0.02 * s)), LR)
+    s = c.values["saturation"]
+    assert c.passed and not s["0.03125"]["judged"] and s["0.125"]["judged"]
+    np.testing.assert_allclose(s["0.03125"]["share"], 0.3, rtol=1e-12)
+    assert "not judged: at 0.30 of its bound" in c.measured and "(2 of 3 c judged)" in c.key
+    # no c reaches half its bound: saturation cannot be seen, and that fails
+    c = learning_rate.verdict(_lr_frame(ntk=lambda L, c, s: 0.03 * L / c,
+                                        small=lambda L, s: 0.5 * L ** 2), LR)
+    assert not c.passed and not c.values["saturation_ok"]
+    assert "cannot be seen at these depths" in c.why
+    # a deeper half spanning less than 2x in L cannot judge a slope
+    short = dataclasses.replace(LR, depths=(4, 6, 8, 10, 12))
+    frame = _lr_frame()
+    frame = frame[frame["depth"] != 16]
+    frame = pd.concat([frame, _lr_frame().query("depth == 12").assign(depth=10)])
+    c = learning_rate.verdict(frame, short)
+    assert not c.values["saturation_ok"] and "spans only a factor 1.5" in c.why
 
 
 def test_learning_rate_required_half_either_way():
@@ -259,8 +291,8 @@ def test_learning_rate_plan_matches_its_grid():
 
 
 def test_registry_and_statement_follow_the_config():
-    seed_paper = [n for n in EXPERIMENTS if not n.startswith("leaky-")]  # (the follow-up's last)
-    assert seed_paper[-1] == "representation-convergence"
+    assert list(EXPERIMENTS).index("regime-map") == \
+        list(EXPERIMENTS).index("representation-convergence") + 1
     assert list(EXPERIMENTS).index("representation-convergence") == \
         list(EXPERIMENTS).index("digits") + 1
     assert representation_convergence.KIND == "claim"

@@ -70,7 +70,7 @@ def test_registry_has_every_claim_with_all_modes():
     assert list(EXPERIMENTS) == ["linear", "norm-vs-depth", "weight-spectra",
                                  "representation-rank", "bound", "learning-rate",
                                  "narrow-minima", "symmetry", "digits",
-                                 "representation-convergence",
+                                 "representation-convergence", "regime-map",
                                  # the follow-up paper's (leaky ResNets)
                                  "leaky-hamiltonian", "leaky-cost-of-identity",
                                  "leaky-timescales", "leaky-structure", "leaky-balance",

@@ -42,6 +42,8 @@ __all__ = [
     "weight_spectra_figure", "weight_structure_figure", "rep_rank_figure", "bound_figure",
     "learning_rate_figure", "representation_convergence_figure",
     "narrow_minima_figure", "symmetry_figure", "digits_figure",
+    # the regime map
+    "draw_regime_panel", "regime_figure",
     # training curves
     "draw_history", "history_figure",
 ]
@@ -682,4 +684,69 @@ def history_figure(histories: Mapping[str, pd.DataFrame], path: str | Path) -> P
         ax.set_ylabel(ylabel)
     axes[-1].set_xlabel("step")
     axes[0].legend(fontsize=7, loc="upper right")
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- the regime map
+
+def draw_regime_panel(ax: Axes, cells: pd.DataFrame, column: str, *, label: str,
+                      cmap: str = "viridis", vmin: float | None = None,
+                      vmax: float | None = None, text: str | None = None,
+                      boundary: pd.DataFrame | None = None,
+                      protocol: float | None = None) -> Any:
+    """One panel of the regime map: a cell per (depth, lam_depth) of ``cells``
+    (:func:`bnstruct.regime.regime_cells`), coloured by ``column`` (its mean over the seeds),
+    annotated with ``text`` (a column of strings, default the value), with the collapse
+    boundary (:func:`bnstruct.regime.collapse_boundary`: a red step line between the last
+    kept and the first collapsed lam L of each depth) and the protocol's lam L (dashed).
+    Returns the mesh (for a colorbar)."""
+    depths = sorted(cells["depth"].unique())
+    lds = sorted(cells["lam_depth"].unique())
+    Z = np.full((len(lds), len(depths)), np.nan)
+    for r in cells.itertuples(index=False):
+        Z[lds.index(r.lam_depth), depths.index(r.depth)] = getattr(r, column)
+    mesh = ax.pcolormesh(np.arange(len(depths) + 1) - 0.5, np.arange(len(lds) + 1) - 0.5, Z,
+                         cmap=cmap, vmin=vmin, vmax=vmax, shading="flat")
+    for r in cells.itertuples(index=False):
+        v = getattr(r, text) if text else getattr(r, column)
+        ax.text(depths.index(r.depth), lds.index(r.lam_depth),
+                v if isinstance(v, str) else f"{v:.2g}", ha="center", va="center",
+                fontsize=8, color="white",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "black", "alpha": 0.35, "lw": 0})
+    if boundary is not None and len(boundary):
+        ys = []
+        for L in depths:
+            b = boundary[boundary["depth"] == L]
+            at = float(b["collapse_at"].iloc[0]) if len(b) else float("nan")
+            ys.append(lds.index(at) - 0.5 if np.isfinite(at) else len(lds) - 0.5)
+        xs = np.repeat(np.arange(len(depths) + 1) - 0.5, 2)[1:-1]
+        ax.plot(xs, np.repeat(ys, 2), color="red", lw=2.5, label="collapse boundary")
+    if protocol is not None and protocol in lds:
+        ax.axhline(lds.index(protocol), color="white", ls="--", lw=1.2, label="protocol")
+    ax.set_xticks(range(len(depths)), [str(int(d)) for d in depths])
+    ax.set_yticks(range(len(lds)), [f"{v:g}" for v in lds])
+    ax.set_xlabel("depth L")
+    ax.set_ylabel("lam L (rank cost per latent direction)")
+    ax.set_title(label)
+    return mesh
+
+
+def regime_figure(cells: pd.DataFrame, boundary: pd.DataFrame, k: int, path: Path, *,
+                  protocol: float | None = None) -> Path:
+    """The regime map in three panels over depth x lam L: the learned bottleneck rank (mean
+    over the seeds; text: seeds that kept rank k / seeds), the share of layers on the weight
+    structure, and ||theta||^2 / (kL); each with the collapse boundary and the protocol."""
+    cells = cells.assign(kept=[f"{int(a)}/{int(n)}" for a, n in
+                               zip(cells["found_k"], cells["n"], strict=True)])
+    fig = new_figure((15, 4.4))
+    axes = fig.subplots(1, 3)
+    panels = (("learned_rank", f"learned rank (text: seeds with rank {k})", "coolwarm",
+               k - 1.5, k + 1.5, "kept"),
+              ("on_fraction", "share of layers on the structure", "viridis", 0.0, 1.0, None),
+              ("norm2_kL", "||theta||^2 / (kL)", "magma", None, None, None))
+    for ax, (col, label, cmap, lo, hi, text) in zip(axes, panels, strict=True):
+        mesh = draw_regime_panel(ax, cells, col, label=label, cmap=cmap, vmin=lo, vmax=hi,
+                                 text=text, boundary=boundary, protocol=protocol)
+        fig.colorbar(mesh, ax=ax, shrink=0.85)
+    axes[0].legend(loc="upper left", fontsize=7, framealpha=0.7)
     return save_figure(fig, path)

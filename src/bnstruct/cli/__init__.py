@@ -8,7 +8,7 @@ with exit code 2 and no traceback; nothing is written for rejected input.
 from __future__ import annotations
 
 from ..errors import BnstructError
-from . import analyze, bench, history, reproduce, runs, sweep, train
+from . import analyze, bench, history, regime, reproduce, runs, sweep, train
 from ._app import app, err
 from .tables import analysis_table, general_tables
 
@@ -17,6 +17,7 @@ __all__ = ["app", "main", "as_flags", "analysis_table", "general_tables"]
 # the commands, in the order of `bnstruct --help`
 app.command()(train.train)
 app.command("sweep")(sweep.sweep_cmd)
+app.command("regime")(regime.regime_cmd)
 app.command("runs")(runs.runs_cmd)
 app.command("fit-depth")(runs.fit_depth_cmd)
 app.command("analyze")(analyze.analyze_cmd)
@@ -31,7 +32,8 @@ FLAGS = {"n_train": "--n-train", "n_test": "--n-test", "d_in": "--d-in", "d_out"
          "lr": "--lr", "lam": "--lam", "steps": "--steps", "batch_size": "--stage's BATCH",
          "log_every": "--log-every", "checkpoint_every": "--checkpoint-every",
          "device": "--device", "dtype": "--dtype", "workers": "--workers",
-         "max_batch": "--max-batch", "resume=True, CLI --resume": "--resume",
+         "max_batch": "--max-batch", "lam_depths": "--lam-depth",
+         "resume=True, CLI --resume": "--resume",
          "wait=True, CLI --wait": "--wait", "device='cpu'": "--device cpu"}
 
 

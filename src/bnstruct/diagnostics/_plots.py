@@ -59,7 +59,8 @@ def _plot_leaky(a: Analysis, path: str | Path | None, color: Any, color_label: s
     least COI."""
     from ..plots import draw_pca, draw_weight_spectra, new_figure
 
-    s, df = a.summary, a.layers
+    s: dict[str, Any] = dict(a.summary)
+    df = a.layers
     k = int(s["k"])
     fig = new_figure((15, 8.4))
     (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)

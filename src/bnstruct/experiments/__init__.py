@@ -27,6 +27,7 @@ from . import (
     linear,
     narrow_minima,
     norm_vs_depth,
+    regime_map,
     representation_convergence,
     representation_rank,
     symmetry,
@@ -40,7 +41,7 @@ __all__ = ["EXPERIMENTS", "Experiment", "Claim", "Memo", "MODES", "get_config",
 
 EXPERIMENTS: dict[str, Experiment] = {m.NAME: m for m in (
     linear, norm_vs_depth, weight_spectra, representation_rank, bound, learning_rate,
-    narrow_minima, symmetry, digits, representation_convergence)}
+    narrow_minima, symmetry, digits, representation_convergence, regime_map)}
 
 # leaky ResNets (Jacot & Kaiser, arXiv 2405.17573): one shared sweep (_leaky), six modules
 from . import (  # noqa: E402

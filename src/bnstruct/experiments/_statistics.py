@@ -13,7 +13,7 @@ import pandas as pd
 from ..theory import slope_fit
 
 __all__ = ["loglog_fit", "slope_fit", "mean_se", "fmt_mean_se", "ON_MIN", "MAX_OFF_GROWTH",
-           "AlmostAll", "almost_all"]
+           "NO_FIT", "AlmostAll", "almost_all"]
 
 
 #: "almost all layers" at finite depth (claims 3 and 4; docs/theory.md, section 5, reads it as
@@ -26,6 +26,9 @@ ON_MIN = 0.75
 #: slope over every net + 2 standard errors): a constant fraction 1 - ON_MIN of the layers
 #: failing at every depth would reach it, a bounded count has slope ~0
 MAX_OFF_GROWTH = 0.25
+#: a net whose relative train error is at least this fits nothing (the zero function has 1):
+#: it is no net of any rank, and never counts toward a pass (docs/theory.md#regime-map)
+NO_FIT = 0.5
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from ..diagnostics import Analysis, Evaluation, analyze_evaluation
 from ..errors import ConfigError
 from ..store import Run
 from ..tasks import TaskSpec
-from ..training import Stage, default_recipe
+from ..training import Stage, adam_lr, default_recipe
 from ._records import Memo, require_status, run_config
 
 __all__ = ["net_layers", "OWN_LAYER_COLUMNS", "SweepConfig", "SweepResult", "SWEEPS",
@@ -96,18 +96,27 @@ def net_layers(run: Run, k: int) -> tuple[pd.DataFrame, Analysis]:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A depth sweep of ReLU MLPs on one task with one recipe (shared by claims 2-5), one net
+    r"""A depth sweep of ReLU MLPs on one task with one recipe (shared by claims 2-5), one net
     per (depth, seed).
 
     ``steps`` is the default recipe's total; deeper nets get ``steps_per_layer`` more steps
-    per layer beyond ``depths[0]`` (deep nets converge slower)."""
+    per layer beyond ``depths[0]`` (deep nets converge slower).
+
+    The penalty: ``lam`` at every depth, or, with ``lam_depth`` set, :math:`\lambda_L =
+    \Lambda / L` (``Lambda = lam_depth``; ``lam`` is then unused). Why the product: the
+    objective at a net of the depth expansion is :math:`\text{fit} + \lambda (L R_0 + R_1 +
+    \dots)`, so :math:`\lambda L` is the price of one more latent direction (the rank cost)
+    and ``lam_depth`` fixes it across depths; a fixed ``lam`` makes a rank-``k`` function
+    ``L / L'`` times dearer at depth ``L`` than at ``L'``, which can move the regularized
+    optimum itself to a lower rank at the deepest ``L`` (docs/theory.md#regime-map)."""
 
     task: str = "composite"
     task_kwargs: tuple[tuple[str, Any], ...] = (("k", 2), ("n_train", 256))
     depths: tuple[int, ...] = (6, 9, 12, 16)
     width: int = 64
     lam: float = 0.01
-    lr: float = 1.5e-3
+    lam_depth: float | None = None
+    lr: float | None = None
     steps: int = 6000
     steps_per_layer: int = 0
     seeds: tuple[int, ...] = (0,)
@@ -126,15 +135,34 @@ class SweepConfig:
     def task_spec(self) -> TaskSpec:
         return TaskSpec(self.task, tuple(sorted(self.task_kwargs)))
 
+    @property
+    def adam_lr(self) -> float:
+        """The recipe's Adam learning rate: ``lr``, or by default
+        :func:`bnstruct.training.adam_lr` of the width (1.5e-3 at width 64)."""
+        return self.lr if self.lr is not None else adam_lr(self.width)
+
+    def lam_at(self, L: int) -> float:
+        """The penalty weight of the nets of depth ``L``."""
+        return self.lam if self.lam_depth is None else self.lam_depth / L
+
     def stages(self, L: int) -> tuple[Stage, ...]:
         extra = max(0, L - min(self.depths)) * self.steps_per_layer
-        return default_recipe(self.lam, self.steps + extra, self.lr)
+        return default_recipe(self.lam_at(L), self.steps + extra, self.adam_lr)
+
+    def _lam_words(self) -> str:
+        if self.lam_depth is None:
+            return f"lam = {self.lam:g}"
+        return (f"lam = {self.lam_depth:g} / L (lam L = {self.lam_depth:g}: "
+                + ", ".join(f"{self.lam_at(L):.3g} at L = {L}" for L in
+                            (min(self.depths), max(self.depths))) + ")")
 
     def describe(self) -> str:
         """One line for statements and notes, generated from the config."""
         return (f"{self.task} (k = {self.k}), ReLU MLPs of width {self.width} at depths "
                 f"{', '.join(map(str, sorted(self.depths)))}, {len(self.seeds)} seed(s) each, "
-                f"lam = {self.lam:g}, Adam lr {self.lr:g}, {self.steps} steps"
+                f"{self._lam_words()}, Adam lr {self.adam_lr:.3g}"
+                + ("" if self.lr is not None else " (1.5e-3 sqrt(64 / width))")
+                + f", {self.steps} steps"
                 + (f" + {self.steps_per_layer} per layer beyond L = {min(self.depths)}"
                    if self.steps_per_layer else ""))
 
@@ -162,6 +190,50 @@ class SweepResult:
     bound: pd.DataFrame
     spectra: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
+    def ranks(self) -> pd.DataFrame:
+        """Per depth, the learned rank of each net (prediction 7: a too-deep net can find a
+        lower rank): ``n`` nets, ``found_k`` (bottleneck rank ``k`` and ``rel_fit <
+        NO_FIT``), ``lower`` (rank < k), ``higher`` (rank > k), ``no_fit``."""
+        from ._statistics import NO_FIT
+
+        n = self.nets
+        fits = n["rel_fit"].astype(float) < NO_FIT
+        r = n["bottleneck_rank"].astype(int)
+        return (n.assign(found_k=fits & (r == self.k), lower=fits & (r < self.k),
+                         higher=fits & (r > self.k), no_fit=~fits)
+                .groupby("depth")[["found_k", "lower", "higher", "no_fit"]].sum()
+                .astype(int).assign(n=n.groupby("depth").size()).reset_index())
+
+    def rank_words(self) -> str:
+        """One phrase: per depth, how many nets found the task's rank (and what the others
+        did)."""
+        parts = []
+        for r in self.ranks().itertuples(index=False):
+            other = [f"{v} {w}" for v, w in ((r.lower, "lower"), (r.higher, "higher"),
+                                             (r.no_fit, "fit nothing")) if v]
+            parts.append(f"L={int(r.depth)} {int(r.found_k)}/{int(r.n)}"
+                         + (f" ({', '.join(other)})" if other else ""))
+        return f"nets with learned rank {self.k}: " + ", ".join(parts)
+
+    def no_fit(self) -> pd.DataFrame:
+        """The nets that fit nothing (``rel_fit >= NO_FIT`` or NaN): none may count as a
+        pass."""
+        from ._statistics import NO_FIT
+
+        return self.nets[~(self.nets["rel_fit"].astype(float) < NO_FIT)]
+
+    def guard(self) -> tuple[str, list[str]]:
+        """What every sweep claim adds to its verdict: the :meth:`rank_words` phrase (empty
+        when the nets carry no learned rank) and one failure reason per net that fits
+        nothing ([] when every net fits)."""
+        words = self.rank_words() if "bottleneck_rank" in self.nets else ""
+        bad = self.no_fit() if "rel_fit" in self.nets else self.nets.iloc[:0]
+        why = [f"{len(bad)} net(s) fit nothing (relative train error >= 0.5: "
+               + ", ".join(f"L={int(r.depth)} seed {int(r.seed)} {float(r.rel_fit):.2g}"
+                           for r in bad.itertuples(index=False))
+               + "); a net that fits nothing never counts toward a pass"] if len(bad) else []
+        return words, why
+
     @property
     def n_seeds(self) -> int:
         return int(self.nets.groupby("depth")["seed"].nunique().min()) if len(self.nets) else 0
@@ -181,6 +253,7 @@ def _measure_net(run: Run, k: int) -> tuple[dict[str, Any], pd.DataFrame, pd.Dat
            "param_norm2": s["param_norm2"], "rel_fit": fin.get("rel_fit"),
            "rel_test_error": fin.get("rel_test_error"), "c1": s["bound_c1"],
            "log_pdet2_max": s["log_pdet2_max"], "log_pdet2_median": s["log_pdet2_median"],
+           "bottleneck_rank": s["bottleneck_rank"], "jacobian_rank": s["jacobian_rank"],
            "min_slack": s["bound_slack_min"], "seconds": run.summary.get("seconds")}
     return net, lay, b, list(a.weight_spectra)
 
@@ -211,14 +284,14 @@ def sweep_measure(sw: SweepConfig, runs: Sequence[Run], *, memo: Memo | None = N
 #: are the one-seed sweep's (same digests: earlier stores are reused).
 SWEEPS: dict[str, SweepConfig] = {
     "smoke": SweepConfig(task_kwargs=(("k", 2), ("n_train", 64)), depths=(3, 4, 5), width=16,
-                         steps=300, seeds=(0, 1)),
-    "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam=0.01, steps=6000,
+                         lam_depth=0.05, steps=300, seeds=(0, 1)),
+    "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam_depth=0.2, steps=6000,
                          steps_per_layer=250, seeds=(0, 1, 2)),
     # full: the paper's width (200) and depth (25; 2305.19008's first experiment), the
     # follow-ups' final penalty (docs/theory.md#setups: weight decay warm-up to 0.005; here
     # lam = 0.005), sized to train with everything else in <= 60 min on a 2-core CPU (4 depths
     # x 3 seeds)
-    "full": SweepConfig(depths=(10, 15, 20, 25), width=200, lam=0.005, steps=8000,
+    "full": SweepConfig(depths=(10, 15, 20, 25), width=200, lam_depth=0.2, steps=8000,
                         steps_per_layer=200, seeds=(0, 1, 2)),
 }
 

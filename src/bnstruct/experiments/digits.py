@@ -21,7 +21,7 @@ import torch
 
 from ..config import ModelSpec, RunConfig
 from ..store import Run
-from ..training import default_recipe
+from ..training import adam_lr, default_recipe
 from ._records import Claim, Kind, Memo, float64_copy, require_status, run_config, task_spec
 from ._statistics import fmt_mean_se
 from ._sweep import net_layers
@@ -59,8 +59,9 @@ def statement(cfg: Config) -> str:
 
 def plan(cfg: Config) -> list[RunConfig]:
     spec = task_spec("digits", n_train=cfg.n_train)
-    return [run_config(spec, ModelSpec("mlp", cfg.width, L), default_recipe(cfg.lam, cfg.steps),
-                       seed=s) for L in cfg.depths for s in cfg.seeds]
+    recipe = default_recipe(cfg.lam, cfg.steps, adam_lr(cfg.width))
+    return [run_config(spec, ModelSpec("mlp", cfg.width, L), recipe, seed=s)
+            for L in cfg.depths for s in cfg.seeds]
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,18 @@ REL_TOL = 0.10
 #: that falls to 0; an O(L^a) growth keeps slope a. 0.5 is half-way between "saturated" (0)
 #: and "ntk_max/N grows like L^2" (1), fixed before any v2 run.
 SAT_SLOPE = 0.5
+#: saturation (d) is judged for a ``c`` only once its NTK has come this close to its bound:
+#: mean ntk_max/(NL) at the first depth of the deeper half >= SAT_SHARE / c. Why 1/2: under
+#: the saturating form y = B L / (L + L0) with ceiling B = 1/c the log-log slope is 1 - y/B,
+#: below SAT_SLOPE = 0.5 exactly where y > B/2. Below half its bound a curve on its way to
+#: saturation is still expected to climb faster than SAT_SLOPE, so its slope says nothing about
+#: saturation there: such a c is reported, not judged. At least one c must be judged.
+#: Stated with the depths rule (MIN_DEEP_RANGE) before the runs of this version.
+SAT_SHARE = 0.5
+#: the deeper half of the depths must span at least this factor in L (deepest / first): a
+#: log-log slope over a shorter range has a standard error too large to tell 0.3 from 0.6
+#: (over 8..12 the seeds' SE was 0.22)
+MIN_DEEP_RANGE = 2.0
 #: GD steps of the convergence probe (from the final weights, at the final lr, float64)
 PROBE_STEPS = 100
 #: training steps over which ``obj_drift`` (the objective's relative fall) is reported
@@ -124,7 +136,9 @@ CONFIGS = {
     # 40), so quick stops at 12 and full goes to 24. 2000/2000/1000 GD steps: every run of a
     # seed-0 trial at L = 4, 8, 12 was stable (probe n_up = 0) with relative train error
     # <= 0.08, as with the former 3000/3000/1000.
-    "quick": Config(),
+    # quick: depths 4..16 so that the deeper half (8, 12, 16) spans a factor of 2 in L
+    # (MIN_DEEP_RANGE; 4..12 spanned 1.5, a slope SE of ~0.2); ~1.15x the cost of 4..12
+    "quick": Config(depths=(4, 6, 8, 12, 16)),
     # full: the depth range that can tell "saturates" from "still growing" (to 24), at quick's
     # width and steps: width 100 with 30000 GD steps per run (the former full) is ~270 TFLOP,
     # several hours on a 2-core CPU; this is ~1.6x quick's cost and fits the 60-min full run
@@ -137,7 +151,9 @@ def statement(cfg: Config) -> str:
             f"{', '.join(map(str, cfg.depths))}; width {cfg.width}, {len(cfg.seeds)} seeds): "
             f"ntk_max/(N L) <= 1/c at every depth (within {100 * REL_TOL:g}%), smaller for "
             "larger c, and its growth with L saturates (log-log slope over the deeper depths "
-            f"below {SAT_SLOPE:g} and below the shallower depths'); the Hessian's top "
+            f"below {SAT_SLOPE:g} and below the shallower depths', judged for every c whose NTK "
+            f"reaches {SAT_SHARE:g}/c at the deeper half's first depth: below that a saturating "
+            "curve still climbs faster); the Hessian's top "
             f"eigenvalue at the end sits at or below 2/lr (within {100 * REL_TOL:g}%); the same "
             f"nets trained with a small learning rate (Adam at {cfg.small_lr:g}) end with an "
             "NTK that grows faster than L or exceeds the large-lr bound 1/max(c)")
@@ -254,8 +270,13 @@ def _halves(depths: Sequence[int]) -> tuple[list[int], list[int]]:
     return d[:h], d[len(d) - h:]
 
 
-def saturation(g: pd.DataFrame) -> dict[str, float | bool]:
+def saturation(g: pd.DataFrame, c: float | None = None) -> dict[str, float | bool]:
     """Saturation of ``ntk_per_NL`` against ``depth`` for the runs ``g`` of one ``c``.
+
+    ``judged`` (when ``c`` is given): the mean over seeds at the first depth of the deeper
+    half has reached ``SAT_SHARE / c`` (:data:`SAT_SHARE`: only then can the slope tell a
+    saturating curve from a growing one); ``share`` is that mean times ``c``; without ``c``
+    every curve is judged.
 
     Rule (fixed before any v2 run): fit the log-log OLS slope of ntk_max/(NL) against L over
     every run (all seeds) at the shallower half of the depths and at the deeper half
@@ -269,8 +290,12 @@ def saturation(g: pd.DataFrame) -> dict[str, float | bool]:
     s2, e2 = loglog_fit(*_xy(g[g["depth"].isin(deep)]))
     ok = bool(len(shallow) >= 2 and math.isfinite(s1) and math.isfinite(s2)
               and s2 <= s1 and s2 < SAT_SLOPE)
+    first = g.loc[g["depth"] == deep[0], "ntk_per_NL"] if deep else g["ntk_per_NL"].iloc[:0]
+    share = float(first.mean()) * c if c is not None and len(first) else float("nan")
+    judged = True if c is None else bool(math.isfinite(share) and share >= SAT_SHARE)
     return {"slope_shallow": s1, "se_shallow": e1, "slope_deep": s2, "se_deep": e2,
-            "saturated": ok}
+            "saturated": ok, "share": share, "judged": judged,
+            "range": deep[-1] / deep[0] if deep else float("nan")}
 
 
 def _xy(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -318,8 +343,11 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
     ratio = ok["hessian_max"] / ok["two_over_lr"]
     hess_ok = bool(len(ok) and np.all(ratio <= 1 + REL_TOL))
     # (d) saturation per c (every c of the config must have runs)
-    sat = {float(c): saturation(ok[ok["c"] == c]) for c in cfg.cs}
-    sat_ok = all(bool(s["saturated"]) for s in sat.values())
+    sat = {float(c): saturation(ok[ok["c"] == c], float(c)) for c in cfg.cs}
+    judged = {c: s for c, s in sat.items() if s["judged"]}
+    deep_range = max((float(s["range"]) for s in sat.values()), default=float("nan"))
+    range_ok = bool(math.isfinite(deep_range) and deep_range >= MIN_DEEP_RANGE)
+    sat_ok = bool(judged) and range_ok and all(bool(s["saturated"]) for s in judged.values())
     # (e) the small-lr runs
     req = required(small, ok, cfg.cs)
     req_ok = bool(req["ok"])
@@ -332,7 +360,10 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
                             for L, g in small.groupby("depth"))
     sat_txt = ", ".join(
         f"c={c:g}: {s['slope_shallow']:.2f} ± {s['se_shallow']:.2f} -> "
-        f"{s['slope_deep']:.2f} ± {s['se_deep']:.2f}" for c, s in sat.items())
+        f"{s['slope_deep']:.2f} ± {s['se_deep']:.2f} ("
+        + (f"judged: at {s['share']:.2f} of its bound" if s["judged"] else
+           f"not judged: at {s['share']:.2f} of its bound, below {SAT_SHARE:g}") + ")"
+        for c, s in sat.items())
     outcomes = ", ".join(f"{p}: {int((g['status'] == 'completed').sum())} trained "
                          f"({int(g['converged'].sum())} converged by the probe), "
                          f"{int((g['status'] == 'diverged').sum())} diverged, "
@@ -351,8 +382,14 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
         why.append("the NTK does not decrease as the learning rate grows (medians over c)")
     if not hess_ok:
         why.append(f"a run's sharpness is above 2/lr (max ratio {max_ratio:.3g})")
+    if not range_ok:
+        why.append(f"the deeper half of the depths spans only a factor {deep_range:.2g} in L "
+                   f"(needs {MIN_DEEP_RANGE:g} for a slope)")
+    if range_ok and not judged:
+        why.append(f"no c came within a factor {1 / SAT_SHARE:g} of its 1/c bound at the deeper "
+                   "depths: saturation cannot be seen at these depths (deeper ones are needed)")
     if not sat_ok:
-        bad = [(c, x) for c, x in sat.items() if not x["saturated"]]
+        bad = [(c, x) for c, x in judged.items() if not x["saturated"]]
         unknown = [c for c, x in bad if not (math.isfinite(float(x["slope_shallow"]))
                                              and math.isfinite(float(x["slope_deep"])))]
         growing = [(c, x) for c, x in bad if c not in unknown]
@@ -372,10 +409,11 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
         why.append(f"the small-lr NTK does not grow faster than the large-lr ones (slope "
                    f"{req['slope']:.2f} ± {req['se']:.2f} against at most "
                    f"{req['control_slope_max']:.2f})")
-    worst_sat = max((x["slope_deep"] for x in sat.values()), default=float("nan"))
+    worst_sat = max((x["slope_deep"] for x in judged.values()), default=float("nan"))
     return Claim(
         NAME, statement(cfg),
-        key=(f"max NTK/(NL)*c {max_c:.2f}; deeper slope up to {worst_sat:.2f}; small lr "
+        key=(f"max NTK/(NL)*c {max_c:.2f}; deeper slope up to {worst_sat:.2f} ({len(judged)} "
+             f"of {len(sat)} c judged); small lr "
              f"{req['slope']:.2f}"),
         bound=(f"<= {1 + REL_TOL:g}; < {SAT_SLOPE:g}; small-lr slope - 2 SE > large-lr slope "
                f"{req['control_slope_max']:.2f}"),
@@ -399,7 +437,9 @@ def verdict(df: pd.DataFrame, cfg: Config) -> Claim:
                   "bound"),
         tolerance=(f"{100 * REL_TOL:g}% on both bounds, every run; strict decrease of the "
                    f"medians; deeper-half slope <= shallower-half slope and < {SAT_SLOPE:g} "
-                   "(point estimates); small lr: slope - 2 combined SE > every large-lr slope, "
+                   f"(point estimates) for every c at >= {SAT_SHARE:g} of its bound at the "
+                   f"deeper half's first depth (>= 1 such c; the half spans >= {MIN_DEEP_RANGE:g}x"
+                   " in L); small lr: slope - 2 combined SE > every large-lr slope, "
                    f"or deepest mean - 2 SE > {1 + REL_TOL:g}/min(c)"),
         passed=bound_ok and mono_ok and hess_ok and sat_ok and req_ok,
         note=note(cfg), kind=KIND,

@@ -41,28 +41,45 @@ class Config:
     n_train: int = 256
     width: int = 20
     lam: float = 0.05
+    #: when set, the penalty is lam_depth / L at depth L (the rank cost lam L fixed across
+    #: depths, as in the sweep: docs/theory.md#regime-map); ``lam`` is then unused
+    lam_depth: float | None = None
     lr: float = 3e-3
+    #: the deepest depth ``lr`` was tuned at: deeper nets train at ``lr * lr_depth / L``
+    #: (docs/theory.md#claim-linear: the end-to-end map moves by about the sum of its L layers'
+    #: relative steps, so a fixed per-layer step moves it L times as fast; the same reason the
+    #: stable GD step is c/L, claim 6)
+    lr_depth: int = 8
     steps: int = 3000
     seeds: tuple[int, ...] = (0, 1, 2)
 
-    def stages(self) -> tuple[Stage, ...]:
+    def lam_at(self, L: int) -> float:
+        return self.lam if self.lam_depth is None else self.lam_depth / L
+
+    def lam_words(self) -> str:
+        return (f"lam = {self.lam:g}" if self.lam_depth is None else
+                f"lam = {self.lam_depth:g} / L")
+
+    def stages(self, L: int) -> tuple[Stage, ...]:
         # Adam fits and prunes the unused directions fast; the low-lr Adam and plain-GD stages
         # settle on the regularized critical point (balanced, aligned factors).
-        return (Stage("adam", self.lr, self.lam, self.steps),
-                Stage("adam", self.lr / 10, self.lam, self.steps),
-                Stage("gd", 0.02, self.lam, self.steps))
+        lam, f = self.lam_at(L), min(1.0, self.lr_depth / L)
+        return (Stage("adam", self.lr * f, lam, self.steps),
+                Stage("adam", self.lr * f / 10, lam, self.steps),
+                Stage("gd", 0.02 * f, lam, self.steps))
 
 
 CONFIGS = {
     "smoke": Config(depths=(2, 3, 4), d=8, k=2, width=8, n_train=64, steps=300, seeds=(0, 1)),
-    "quick": Config(),
-    "full": Config(depths=(2, 4, 8, 12, 16), d=50, k=4, width=50, n_train=256, steps=5000),
+    "quick": Config(lam_depth=0.2),
+    "full": Config(depths=(2, 4, 8, 12, 16), d=50, k=4, width=50, n_train=256, steps=5000,
+                   lam_depth=0.2),
 }
 
 
 def statement(cfg: Config) -> str:
     return (f"deep linear nets (width {cfg.width}, depths {', '.join(map(str, cfg.depths))}, "
-            f"a rank-{cfg.k} task in {cfg.d} dimensions, lam = {cfg.lam:g}) trained with L2 reach "
+            f"a rank-{cfg.k} task in {cfg.d} dimensions, {cfg.lam_words()}) trained with L2 reach "
             f"linear_cost of their end-to-end matrix (within {100 * COST_RTOL:g}%) and every "
             f"layer's nonzero singular values are s_i^(1/L) (within {100 * SV_RTOL:g}%), at "
             f">= {MIN_DEPTHS} depths")
@@ -71,7 +88,7 @@ def statement(cfg: Config) -> str:
 def plan(cfg: Config) -> list[RunConfig]:
     """One deep linear net per (depth, seed), depth-major."""
     spec = task_spec("linear", k=cfg.k, d_in=cfg.d, d_out=cfg.d, n_train=cfg.n_train)
-    return [run_config(spec, ModelSpec("linear", cfg.width, L), cfg.stages(), seed=s)
+    return [run_config(spec, ModelSpec("linear", cfg.width, L), cfg.stages(L), seed=s)
             for L in cfg.depths for s in cfg.seeds]
 
 

@@ -5,7 +5,10 @@ The rank-k net is the sweep's net at ``depth`` (width ``w``; the same run config
 sweep's run is reused); the rank-1 net has the same depth, width and recipe but one hidden
 layer of width 1 in the middle, which forces ``Rank_BN = 1``. The single ReLU neuron dies under
 the sweep's Adam step (the net then collapses to the zero function, seen at seeds 0-2), so the
-rank-1 net trains with the same recipe at ``narrow_lr_factor`` times the learning rate. Both
+rank-1 net trains with the same recipe at ``narrow_lr_factor`` times the learning rate, and
+beyond width 64 at a further ``64 / width`` (the neuron's pre-activation moves by about the
+learning rate times its fan-in per Adam step: at width 200 and factor 0.2 alone it died within
+250 steps, before the penalty, in seeds 0 and 1). Both
 NTKs are measured on the training inputs as :math:`\lambda_{max}(\Theta)/(NL)`. One pair per
 seed (the sweep's seeds unless ``seeds`` is given); every pair must show the ratio.
 """
@@ -22,6 +25,7 @@ import torch
 
 from ..config import ModelSpec, RunConfig
 from ..store import Run
+from ..training import BASE_WIDTH
 from ._records import Claim, Kind, Memo, float64_copy, require_status, run_config
 from ._statistics import fmt_mean_se
 from ._sweep import SWEEPS, SweepConfig
@@ -64,7 +68,8 @@ def _narrow_width(cfg: Config) -> tuple[int, ...]:
 def plan(cfg: Config) -> list[RunConfig]:
     """Per seed: the rank-k net (the sweep's config at ``depth``), then the rank-1 net."""
     sw, L = cfg.sweep, cfg.depth
-    narrow_stages = tuple(replace(st, lr=st.lr * cfg.narrow_lr_factor) for st in sw.stages(L))
+    f = cfg.narrow_lr_factor * min(1.0, BASE_WIDTH / sw.width)
+    narrow_stages = tuple(replace(st, lr=st.lr * f) for st in sw.stages(L))
     out = []
     for s in cfg.pair_seeds:
         out.append(run_config(sw.task_spec, ModelSpec("mlp", sw.width, L), sw.stages(L), seed=s))

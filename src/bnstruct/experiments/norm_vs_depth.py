@@ -62,6 +62,9 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                    f"{fit.R0_err:.2f}: counting two standard errors it is "
                    f"{abs(fit.R0 - res.k) + err:.2f} from the task's rank {res.k}, more than "
                    f"{SLOPE_TOL:g}")
+    ranks, no_fit = res.guard()
+    why += no_fit
+    passed = passed and not no_fit
     return Claim(
         NAME, statement(cfg),
         key=(f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} "
@@ -71,7 +74,8 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                  f"with slope R0 equal to the task's bottleneck rank k = {res.k} (least-squares "
                  "fit of ||theta||^2 = L R0 + R1 over every net)."),
         why="; ".join(why) if not passed else "",
-        measured=(f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} over depths "
+        measured=((ranks + '; ' if ranks else '')
+                  + f"R0_hat = {fit.R0:.2f} ± {fit.R0_err:.2f} over depths "
                   f"{sorted(int(d) for d in nets['depth'].unique())} ({len(nets)} nets); "
                   f"R1_hat = {fit.R1:.1f} ± {fit.R1_err:.1f} vs max 2log|Jf|_k ({lp})"),
         expected=f"R0 = k = {res.k}; R1 >= 2 log|Jf(x)|_k",

@@ -119,6 +119,9 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
         why.append(f"near the input or the output some net's representation is only "
                    f"{int(min(s['near_input'].min(), s['near_output'].min()))}-dimensional "
                    f"(needs more than {k})")
+    ranks, no_fit = res.guard()
+    why += no_fit
+    passed = aa.passed and ends_ok and not no_fit
     return Claim(
         NAME, statement(cfg),
         key=(f"{almost_all_key(aa)}; ends >= "
@@ -127,15 +130,16 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
         checked=(f"In almost all hidden layers the centered representation has energy rank {k} "
                  f"(all but {ENERGY_TOL:.0%} of its energy in its top {k} principal directions),"
                  " and near the input and the output it has more dimensions."),
-        why="; ".join(why) if not (aa.passed and ends_ok) else "",
-        measured=(f"hidden representations not approximately {k}-dimensional per net: {per}; "
+        why="; ".join(why) if not passed else "",
+        measured=((ranks + '; ' if ranks else '')
+                  + f"hidden representations not approximately {k}-dimensional per net: {per}; "
                   f"{aa.describe()}; largest energy rank near input / output: {ends}; middle "
                   f"layers (medians; reported, no verdict): {mid}"),
         expected=(f"energy rank {k} in almost all hidden layers; > {k} near input and output"),
         tolerance=(f"slope of the count + 2 SE < 0.25 and on-fraction >= 0.75 for every net at "
                    f"L = {aa.deepest} (energy tolerance {ENERGY_TOL:g}); both ends > {k} in "
                    "every net"),
-        passed=aa.passed and ends_ok, kind=KIND,
+        passed=passed, kind=KIND,
         note=("v1 judged the participation ratio (1.46-1.79 in the middle at quick scale, 2 only "
               "for an isotropic 2-d cloud); it is kept in the table as a measure of anisotropy. "
               "The energy rank needs no threshold relative to s_1 and its k-th direction is "

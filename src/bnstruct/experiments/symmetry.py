@@ -33,7 +33,7 @@ import torch
 
 from ..config import ModelSpec, RunConfig
 from ..store import Run
-from ..training import default_recipe
+from ..training import adam_lr, default_recipe
 from ._records import Claim, Kind, Memo, float64_copy, require_status, run_config, task_spec
 from ._statistics import fmt_mean_se
 from ._sweep import net_layers
@@ -52,15 +52,21 @@ class Config:
     depth: int = 16
     width: int = 64
     n_train: int = 256
-    lam: float = 0.01  # unit-scale data: as the composite sweep (was 0.02 at the old scale)
+    #: the sweep's protocol (docs/theory.md#regime-map): lam = lam_depth / depth, Adam at
+    #: adam_lr(width)
+    lam_depth: float = 0.2
     steps: int = 8000
     seeds: tuple[int, ...] = (0, 1, 2)
+
+    @property
+    def lam(self) -> float:
+        return self.lam_depth / self.depth
 
 
 CONFIGS = {"smoke": Config(depth=4, width=16, n_train=64, steps=300, seeds=(0, 1)),
            "quick": Config(),
-           # the full sweep's width and lam at depth 20 (sized for the 60-min CPU budget)
-           "full": Config(depth=20, width=200, n_train=256, lam=5e-3, steps=8000)}
+           # the full sweep's width and protocol at depth 20 (sized for the 60-min CPU budget)
+           "full": Config(depth=20, width=200, n_train=256, steps=8000)}
 
 
 def statement(cfg: Config) -> str:
@@ -76,7 +82,8 @@ def statement(cfg: Config) -> str:
 def plan(cfg: Config) -> list[RunConfig]:
     return [run_config(task_spec("symmetry", n_train=cfg.n_train),
                        ModelSpec("mlp", cfg.width, cfg.depth),
-                       default_recipe(cfg.lam, cfg.steps), seed=s) for s in cfg.seeds]
+                       default_recipe(cfg.lam, cfg.steps, adam_lr(cfg.width)),
+                       seed=s) for s in cfg.seeds]
 
 
 @dataclass(frozen=True)

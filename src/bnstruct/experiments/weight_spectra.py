@@ -142,7 +142,9 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                    f"{int(worst['depth'])}, above the theorem's sqrt(C_min) = {bound:.3g}"
                    if np.isfinite(bound) else
                    "C_min <= 0 (some net has c1 below max 2 log|Jf|_k): no finite bound")
-    passed = growth_ok and deep_ok and bounded_ok
+    ranks, no_fit = res.guard()
+    why += no_fit
+    passed = growth_ok and deep_ok and bounded_ok and not no_fit
     return Claim(
         NAME, statement(cfg),
         key=(f"{almost_all_key(aa)}; max s{k + 1}*sqrt(L) {float(worst['scaled']):.2g}"),
@@ -152,7 +154,8 @@ def verdict(res: SweepResult, cfg: SweepConfig) -> Claim:
                  f"grow with depth), and s_{k + 1} * sqrt(L) stays below the bottleneck "
                  "inequality's depth-independent bound."),
         why="; ".join(why) if not passed else "",
-        measured=(f"layers off the structure per net: {per}; slope of the count vs L "
+        measured=((ranks + '; ' if ranks else '')
+                  + f"layers off the structure per net: {per}; slope of the count vs L "
                   f"{slope:+.3f} ± {slope_se:.3f} ({len(nets)} nets); {QUANTILE:g}-quantile "
                   f"of s_{k + 1} over the middle layers * sqrt(L): {sc} (max "
                   f"{float(worst['scaled']):.3g} at L = {int(worst['depth'])}) vs "

@@ -29,13 +29,24 @@ from ._loop import Interrupted, run_stages
 from ._progress import CallbackObserver, Observer, ProgressBar
 from ._runner import HISTORY_COLUMNS, TrainResult, train, train_batched, train_members
 from ._stacked import PAD, StackedNet
-from ._stages import OPTIMIZERS, Stage, default_recipe, make_optimizer, minibatch, parse_stage
+from ._stages import (
+    BASE_LR,
+    BASE_WIDTH,
+    OPTIMIZERS,
+    Stage,
+    adam_lr,
+    default_recipe,
+    make_optimizer,
+    minibatch,
+    parse_stage,
+)
 from ._state import TrainState, checkpoint_step
 from ._step import evaluate, step
 from ._stop import StopToken, active_token, deferred_sigint, hold_sigint
 
 __all__ = [
-    "Stage", "default_recipe", "parse_stage", "OPTIMIZERS", "make_optimizer", "minibatch",
+    "Stage", "default_recipe", "adam_lr", "BASE_LR", "BASE_WIDTH", "parse_stage", "OPTIMIZERS",
+    "make_optimizer", "minibatch",
     "train", "train_batched", "train_members", "TrainResult", "HISTORY_COLUMNS",
     "TrainState", "checkpoint_step", "run_stages", "Interrupted",
     "Batch", "StackedBatch", "ModuleBatch", "make_batch", "same_structure",

@@ -13,6 +13,7 @@ decay, i.e. PyTorch's ``weight_decay = 2 * lam`` for ``torch.optim.SGD`` / ``tor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -22,7 +23,8 @@ import torch
 from .._checks import integer, number
 from ..errors import ConfigError
 
-__all__ = ["Stage", "parse_stage", "default_recipe", "make_optimizer", "minibatch", "OPTIMIZERS"]
+__all__ = ["Stage", "parse_stage", "default_recipe", "adam_lr", "make_optimizer", "minibatch",
+           "OPTIMIZERS", "BASE_LR", "BASE_WIDTH"]
 
 OPTIMIZERS = ("gd", "adam")
 
@@ -66,6 +68,27 @@ def parse_stage(text: str) -> Stage:
         raise ConfigError(f"stage {text!r}: LR and LAM must be numbers, STEPS and BATCH "
                           "integers") from None
     return Stage(parts[0], lr, lam, steps, bs)  # type: ignore[arg-type]
+
+
+#: the default recipe's Adam learning rate, and the hidden width it was tuned at
+BASE_LR, BASE_WIDTH = 1.5e-3, 64
+
+
+def adam_lr(width: int, base: float = BASE_LR) -> float:
+    r"""The default recipe's Adam learning rate at hidden ``width``:
+    :math:`\text{base} \sqrt{64 / w}` (``base`` exactly at width 64).
+
+    Why: Adam moves every weight by about ``lr`` per step whatever the size of its gradient.
+    When the penalty is switched on after the fit, the update is dominated by
+    :math:`2\lambda\theta`, so every weight shrinks by ``lr`` per step, a relative change
+    :math:`\text{lr} / |w_{ij}| \approx \text{lr} \sqrt{w / 2}` at He scale: the same
+    ``lr`` shrinks a width-200 layer 1.8 times faster than a width-64 one, and deep wide nets
+    collapsed to rank 1 (measured: width 200, depth 25, lam 0.005, lr 1.5e-3 collapsed, lr
+    8.5e-4 kept rank 2 with 84% of the layers on the structure; docs/theory.md#regime-map).
+    This rule keeps that relative step the same at every width."""
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise ConfigError(f"width must be an integer >= 1, got {width!r}")
+    return base if width == BASE_WIDTH else base * math.sqrt(BASE_WIDTH / width)
 
 
 def default_recipe(lam: float = 0.005, steps: int = 6000, lr: float = 1.5e-3) -> tuple[Stage, ...]:
