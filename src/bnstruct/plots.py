@@ -694,22 +694,22 @@ def draw_regime_panel(ax: Axes, cells: pd.DataFrame, column: str, *, label: str,
                       vmax: float | None = None, text: str | None = None,
                       boundary: pd.DataFrame | None = None,
                       protocol: float | None = None) -> Any:
-    """One panel of the regime map: a cell per (depth, lam_depth) of ``cells``
+    """One panel of the regime map: a cell per (depth, lam) of ``cells``
     (:func:`bnstruct.regime.regime_cells`), coloured by ``column`` (its mean over the seeds),
     annotated with ``text`` (a column of strings, default the value), with the collapse
     boundary (:func:`bnstruct.regime.collapse_boundary`: a red step line between the last
-    kept and the first collapsed lam L of each depth) and the protocol's lam L (dashed).
+    kept and the first collapsed lam of each depth) and the protocol's lam (dashed).
     Returns the mesh (for a colorbar)."""
     depths = sorted(cells["depth"].unique())
-    lds = sorted(cells["lam_depth"].unique())
+    lds = sorted(cells["lam"].unique())
     Z = np.full((len(lds), len(depths)), np.nan)
     for r in cells.itertuples(index=False):
-        Z[lds.index(r.lam_depth), depths.index(r.depth)] = getattr(r, column)
+        Z[lds.index(r.lam), depths.index(r.depth)] = getattr(r, column)
     mesh = ax.pcolormesh(np.arange(len(depths) + 1) - 0.5, np.arange(len(lds) + 1) - 0.5, Z,
                          cmap=cmap, vmin=vmin, vmax=vmax, shading="flat")
     for r in cells.itertuples(index=False):
         v = getattr(r, text) if text else getattr(r, column)
-        ax.text(depths.index(r.depth), lds.index(r.lam_depth),
+        ax.text(depths.index(r.depth), lds.index(r.lam),
                 v if isinstance(v, str) else f"{v:.2g}", ha="center", va="center",
                 fontsize=8, color="white",
                 bbox={"boxstyle": "round,pad=0.15", "fc": "black", "alpha": 0.35, "lw": 0})
@@ -726,14 +726,14 @@ def draw_regime_panel(ax: Axes, cells: pd.DataFrame, column: str, *, label: str,
     ax.set_xticks(range(len(depths)), [str(int(d)) for d in depths])
     ax.set_yticks(range(len(lds)), [f"{v:g}" for v in lds])
     ax.set_xlabel("depth L")
-    ax.set_ylabel("lam L (rank cost per latent direction)")
+    ax.set_ylabel("lam (rank cost of a direction: lam L)")
     ax.set_title(label)
     return mesh
 
 
 def regime_figure(cells: pd.DataFrame, boundary: pd.DataFrame, k: int, path: Path, *,
                   protocol: float | None = None) -> Path:
-    """The regime map in three panels over depth x lam L: the learned bottleneck rank (mean
+    """The regime map in three panels over depth x lam: the learned bottleneck rank (mean
     over the seeds; text: seeds that kept rank k / seeds), the share of layers on the weight
     structure, and ||theta||^2 / (kL); each with the collapse boundary and the protocol."""
     cells = cells.assign(kept=[f"{int(a)}/{int(n)}" for a, n in

@@ -1,5 +1,6 @@
-"""The regime map (docs/theory.md#regime-map): where, over depth x rank cost ``lam L``, deep
-L2-regularized nets keep the task's rank and carry the bottleneck structure.
+"""The regime map (docs/theory.md#regime-map): where, over depth x penalty ``lam`` (the rank
+cost of a direction is ``lam L``), deep L2-regularized nets keep the task's rank and carry the
+bottleneck structure.
 
 Public names of :mod:`bnstruct.experiments._regime` (one implementation; the reproduce
 finding ``regime-map`` and ``bnstruct regime`` use it)::
@@ -8,10 +9,10 @@ finding ``regime-map`` and ``bnstruct regime`` use it)::
     from bnstruct.regime import RegimeGrid, regime_map
     from bnstruct.experiments import get_config
 
-    grid = RegimeGrid(get_config("norm-vs-depth", "quick"), lam_depths=(0.05, 0.2, 0.8))
+    grid = RegimeGrid(get_config("norm-vs-depth", "quick"), lams=(0.0025, 0.01, 0.04))
     m = regime_map(grid, "runs")          # trains (or reuses) every cell's nets
-    m.cells                               # one row per (depth, lam L): counts, means, SE
-    m.figure("regime.png", protocol=0.2)
+    m.cells                               # one row per (depth, lam): counts, means, SE
+    m.figure("regime.png", protocol=0.01)
 """
 
 from .experiments._regime import (

@@ -32,7 +32,7 @@ FLAGS = {"n_train": "--n-train", "n_test": "--n-test", "d_in": "--d-in", "d_out"
          "lr": "--lr", "lam": "--lam", "steps": "--steps", "batch_size": "--stage's BATCH",
          "log_every": "--log-every", "checkpoint_every": "--checkpoint-every",
          "device": "--device", "dtype": "--dtype", "workers": "--workers",
-         "max_batch": "--max-batch", "lam_depths": "--lam-depth",
+         "max_batch": "--max-batch", "lams": "--lam",
          "resume=True, CLI --resume": "--resume",
          "wait=True, CLI --wait": "--wait", "device='cpu'": "--device cpu"}
 

@@ -1,4 +1,4 @@
-"""``bnstruct regime``: the regime map over depth x rank cost lam L (docs/theory.md#regime-map)."""
+"""``bnstruct regime``: the regime map over depth x penalty lam (docs/theory.md#regime-map)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def regime_cmd(
     k: Annotated[int | None, typer.Option(help="bottleneck rank of the task")] = None,
     n_train: Annotated[int | None, typer.Option(help="training points")] = None,
     depth: Annotated[str | None, grid_opt("depths L (>= 2)")] = None,
-    lam_depth: Annotated[str | None, typer.Option(
-        help="rank costs lam L (comma list; lam = lam L / L at each depth)")] = None,
+    lam: Annotated[str | None, typer.Option(
+        help="penalties lam (comma list; one fixed lam per column)")] = None,
     width: Annotated[int | None, typer.Option(help="hidden width")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate of the recipe")] = None,
     steps: Annotated[int | None, typer.Option(help="recipe steps at the smallest depth")
@@ -32,7 +32,7 @@ def regime_cmd(
     figure: Annotated[Path | None, typer.Option(help="write the map's figure (PNG)")] = None,
     csv: Annotated[Path | None, typer.Option(help="write the per-net table (CSV)")] = None,
     protocol: Annotated[float | None, typer.Option(
-        help="mark this lam L as the protocol in the figure")] = None,
+        help="mark this lam as the protocol in the figure")] = None,
     workers: Annotated[int | None, typer.Option(help="parallel workers (default: one per free "
                                                      "core)")] = None,
     executor: Annotated[str, EXECUTOR] = "local",
@@ -40,11 +40,11 @@ def regime_cmd(
     cpus_per_task: Annotated[float, CPUS] = 1.0,
     gpus_per_task: Annotated[float, GPUS] = 0.0,
 ) -> None:
-    """Train a depth x lam L grid of ReLU MLPs (the depth sweep's recipe, lam = lam L / L) and
-    print, per cell, the seeds that kept the task's rank, the share of layers on the weight
-    structure and ||theta||^2 / (kL), with the collapse boundary per depth.
+    """Train a depth x lam grid of ReLU MLPs (the depth sweep's recipe, one fixed lam per
+    column) and print, per cell, the seeds that kept the task's rank, the share of layers on
+    the weight structure and ||theta||^2 / (kL), with the collapse boundary per depth.
 
-    Example: bnstruct regime --mode quick --depth 8,20 --lam-depth 0.05,0.2,0.8 --out runs
+    Example: bnstruct regime --mode quick --depth 8,20 --lam 0.0025,0.01,0.04 --out runs
     --figure regime.png"""
     import dataclasses
 
@@ -74,16 +74,15 @@ def regime_cmd(
     depths = tuple(parse_values("depth", depth)) if depth is not None else (
         base.depths if base is not None and base.depths else sw.depths)
     change["depths"] = depths
-    if lam_depth is not None:
+    if lam is not None:
         try:
-            lds = tuple(float(v) for v in lam_depth.split(","))
+            lds = tuple(float(v) for v in lam.split(","))
         except ValueError:
-            raise ConfigError(f"--lam-depth: {lam_depth!r} is not a comma list of numbers"
-                              ) from None
+            raise ConfigError(f"--lam: {lam!r} is not a comma list of numbers") from None
     elif base is not None:
-        lds = tuple(base.lam_depths)
+        lds = tuple(base.lams)
     else:
-        raise ConfigError("give --lam-depth (e.g. 0.05,0.2,0.8) or --mode")
+        raise ConfigError("give --lam (e.g. 0.0025,0.01,0.04) or --mode")
     grid = RegimeGrid(dataclasses.replace(sw, **change), lds)  # type: ignore[arg-type]
     ex = make_executor(executor, address=address, workers=workers,
                        cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
@@ -94,11 +93,11 @@ def regime_cmd(
     with bar:
         tid = bar.add_task("regime", total=len(grid.plan()))
         m = regime_map(grid, out_dir, executor=ex, progress=lambda c: bar.advance(tid))
-    cols = ["depth", "lam_depth", "lam", "n", "found_k", "n_structured", "n_unstructured",
+    cols = ["depth", "lam", "lam_depth", "n", "found_k", "n_structured", "n_unstructured",
             "n_lower_rank", "n_no_fit", "n_higher_rank", "learned_rank", "on_fraction",
             "norm2_kL", "rel_fit", "regime"]
-    print_df(m.cells[cols], title=f"regime map (k = {grid.k})", key=["depth", "lam_depth"])
-    print_df(m.boundary, title="collapse boundary (smallest lam L losing rank k)",
+    print_df(m.cells[cols], title=f"regime map (k = {grid.k})", key=["depth", "lam"])
+    print_df(m.boundary, title="collapse boundary (smallest lam losing rank k)",
              key=["depth"])
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)

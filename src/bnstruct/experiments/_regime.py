@@ -1,13 +1,14 @@
-r"""The regime map: where, over depth x rank cost, deep L2-regularized nets reach the
+r"""The regime map: where, over depth x penalty, deep L2-regularized nets reach the
 bottleneck regime (docs/theory.md#regime-map).
 
 At a net of the depth expansion the objective is :math:`\text{fit} + \lambda (L R_0 + R_1 +
-O(1/L))`, so :math:`\Lambda = \lambda L` (``lam_depth``) is the price of one more latent
-direction. A grid over depth ``L`` x :math:`\Lambda` (``lam = Lambda / L``) with several seeds
-per cell shows three things at once: where the learned function keeps the task's rank ``k``
-(below the *collapse boundary*), where its weights carry the structure (``k`` singular values
-near 1, the rest small, in almost all layers), and how close :math:`\|\theta\|^2 / (kL)` is to
-its limit 1.
+O(1/L))`: :math:`\lambda L` (``lam_depth``) is the price of one more latent direction, and it
+grows with depth at a fixed ``lam`` until a lower rank is cheaper (prediction 7). A grid over
+depth ``L`` x ``lam`` (one fixed ``lam`` per column, the way a depth sweep trains) with several
+seeds per cell shows three things at once: where the learned function keeps the task's rank
+``k`` (below the *collapse boundary*), where its weights carry the structure (``k`` singular
+values near 1, the rest small, in almost all layers), and how close
+:math:`\|\theta\|^2 / (kL)` is to its limit 1.
 
 Per net (one row, :func:`regime_table`):
 
@@ -24,8 +25,8 @@ Per net (one row, :func:`regime_table`):
   ``unstructured``.
 
 Per cell (:func:`regime_cells`): the count of seeds in each regime, means and standard errors.
-Per depth (:func:`collapse_boundary`): the smallest :math:`\Lambda` of the grid at which some
-seed loses the task's rank (``lower rank`` or ``no fit``).
+Per depth (:func:`collapse_boundary`): the smallest ``lam`` of the grid at which some seed
+loses the task's rank (``lower rank`` or ``no fit``), and its ``lam L``.
 """
 
 from __future__ import annotations
@@ -55,21 +56,20 @@ REGIMES = ("no fit", "lower rank", "higher rank", "unstructured", "structured")
 
 @dataclass(frozen=True)
 class RegimeGrid:
-    """A depth x ``lam_depth`` grid: the depth sweep ``sweep`` (task, width, recipe, seeds)
-    repeated at each :math:`\\Lambda` in ``lam_depths`` (``lam = Lambda / L``), on the depths
-    ``depths`` (default: the sweep's). Every cell's run configs are exactly the sweep's at that
-    :math:`\\Lambda`, so the column of a protocol that uses ``lam_depth`` shares its runs (and
-    store) with the protocol's claims."""
+    """A depth x ``lam`` grid: the depth sweep ``sweep`` (task, width, recipe, seeds)
+    repeated at each fixed penalty in ``lams``, on the depths ``depths`` (default: the
+    sweep's). Every cell's run configs are exactly the sweep's at that ``lam``, so the column
+    of the protocol's ``lam`` shares its runs (and store) with the protocol's claims."""
 
     sweep: SweepConfig
-    lam_depths: tuple[float, ...]
+    lams: tuple[float, ...]
     depths: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        lds = tuple(self.lam_depths)
+        lds = tuple(self.lams)
         if not lds or any(not isinstance(v, int | float) or isinstance(v, bool) or not v > 0
                           or not np.isfinite(v) for v in lds) or len(set(lds)) != len(lds):
-            raise ConfigError(f"lam_depths must be distinct positive numbers, got {lds!r}")
+            raise ConfigError(f"lams must be distinct positive numbers, got {lds!r}")
         if self.depths is not None and len(set(self.depths)) < 2:
             raise ConfigError(f"a regime map needs >= 2 distinct depths, got {self.depths!r}")
 
@@ -77,24 +77,24 @@ class RegimeGrid:
     def k(self) -> int:
         return self.sweep.k
 
-    def column(self, lam_depth: float) -> SweepConfig:
-        """The depth sweep of one :math:`\\Lambda` (the grid's depths)."""
-        return dataclasses.replace(self.sweep, lam_depth=float(lam_depth),
+    def column(self, lam: float) -> SweepConfig:
+        """The depth sweep of one ``lam`` (the grid's depths)."""
+        return dataclasses.replace(self.sweep, lam=float(lam), lam_depth=None,
                                    depths=tuple(self.depths or self.sweep.depths))
 
     def columns(self) -> list[SweepConfig]:
-        return [self.column(v) for v in sorted(self.lam_depths)]
+        return [self.column(v) for v in sorted(self.lams)]
 
     def plan(self) -> list[RunConfig]:
-        """Every run of the grid, column by column (ascending :math:`\\Lambda`), each column in
+        """Every run of the grid, column by column (ascending ``lam``), each column in
         :func:`~bnstruct.experiments._sweep.sweep_plan` order."""
         return [c for col in self.columns() for c in sweep_plan(col)]
 
     def describe(self) -> str:
-        sw = self.column(self.lam_depths[0])
+        sw = self.column(self.lams[0])
         return (f"{sw.task} (k = {sw.k}), ReLU MLPs of width {sw.width} at depths "
-                f"{', '.join(map(str, sorted(sw.depths)))} x lam L = "
-                f"{', '.join(f'{v:g}' for v in sorted(self.lam_depths))} (lam = lam L / L), "
+                f"{', '.join(map(str, sorted(sw.depths)))} x lam = "
+                f"{', '.join(f'{v:g}' for v in sorted(self.lams))}, "
                 f"{len(sw.seeds)} seed(s) per cell, Adam lr {sw.adam_lr:.3g}, {sw.steps} steps"
                 + (f" + {sw.steps_per_layer} per layer beyond L = {min(sw.depths)}"
                    if sw.steps_per_layer else ""))
@@ -114,9 +114,9 @@ def classify(rel_fit: float, learned_rank: int, on_fraction: float, k: int) -> s
 def regime_table(grid: RegimeGrid, runs: Sequence[Run], *, memo: Memo | None = None
                  ) -> pd.DataFrame:
     """One row per net of ``grid.plan()`` (``runs``: its trained runs, in plan order): depth,
-    lam_depth, lam, seed, run, rel_fit, learned_rank, jacobian_rank, rep_rank, on_fraction,
-    norm2_kL, param_norm2, regime. Every number in float64 from the stored weights (through
-    the sweep's measurement, shared with the claims through ``memo``)."""
+    lam, lam_depth (= lam L), seed, run, rel_fit, learned_rank, jacobian_rank, rep_rank,
+    on_fraction, norm2_kL, param_norm2, regime. Every number in float64 from the stored
+    weights (through the sweep's measurement, shared with the claims through ``memo``)."""
     from .weight_spectra import off_structure
 
     cols = grid.columns()
@@ -135,7 +135,7 @@ def regime_table(grid: RegimeGrid, runs: Sequence[Run], *, memo: Memo | None = N
             on = 1.0 - float(g["off"].sum()) / L
             mid = g[g["middle"]]
             rank = int(net.bottleneck_rank)
-            rows.append({"depth": L, "lam_depth": col.lam_depth, "lam": col.lam_at(L),
+            rows.append({"depth": L, "lam": col.lam, "lam_depth": col.lam * L,
                          "seed": int(net.seed), "run": net.run, "rel_fit": float(net.rel_fit),
                          "learned_rank": rank, "jacobian_rank": int(net.jacobian_rank),
                          "rep_rank": float(mid["rep_energy_rank"].median()),
@@ -146,16 +146,16 @@ def regime_table(grid: RegimeGrid, runs: Sequence[Run], *, memo: Memo | None = N
 
 
 def regime_cells(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (depth, lam_depth) cell of :func:`regime_table`: ``n`` seeds, the count in
+    """One row per (depth, lam) cell of :func:`regime_table`: ``n`` seeds, the count in
     each regime (``n_structured``, ``n_no_fit`` ...), ``found_k`` (seeds that fit with the
     task's rank: structured or unstructured), the mean and standard error of
     ``learned_rank``, ``on_fraction``, ``norm2_kL`` and ``rel_fit``, and ``regime`` (the
     cell's most common regime, ties to the worse one in :data:`REGIMES` order)."""
     rows = []
-    for (L, ld), g in table.groupby(["depth", "lam_depth"], sort=True):
+    for (L, lam), g in table.groupby(["depth", "lam"], sort=True):
         counts = g["regime"].value_counts()
-        row: dict[str, Any] = {"depth": int(L), "lam_depth": float(ld),
-                               "lam": float(g["lam"].iloc[0]), "n": len(g)}
+        row: dict[str, Any] = {"depth": int(L), "lam": float(lam),
+                               "lam_depth": float(g["lam_depth"].iloc[0]), "n": len(g)}
         for r in REGIMES:
             row[f"n_{r.replace(' ', '_')}"] = int(counts.get(r, 0))
         row["found_k"] = row["n_structured"] + row["n_unstructured"]
@@ -169,16 +169,16 @@ def regime_cells(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def collapse_boundary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per depth: ``collapse_at``, the smallest ``lam_depth`` of the grid at which some seed
-    loses the task's rank (``lower rank`` or ``no fit``; NaN when none does), and
-    ``kept_below``, the largest ``lam_depth`` below it (NaN when the smallest one already
-    collapses)."""
+    """Per depth: ``collapse_at``, the smallest ``lam`` of the grid at which some seed loses
+    the task's rank (``lower rank`` or ``no fit``; NaN when none does), its rank cost
+    ``collapse_lam_depth = collapse_at * L``, and ``kept_below``, the largest ``lam`` below it
+    (NaN when the smallest one already collapses)."""
     rows = []
     for L, g in table.groupby("depth", sort=True):
-        lost = g.loc[g["regime"].isin(("lower rank", "no fit")), "lam_depth"]
+        lost = g.loc[g["regime"].isin(("lower rank", "no fit")), "lam"]
         at = float(lost.min()) if len(lost) else float("nan")
-        below = g.loc[g["lam_depth"] < at, "lam_depth"] if np.isfinite(at) else g["lam_depth"]
-        rows.append({"depth": int(L), "collapse_at": at,
+        below = g.loc[g["lam"] < at, "lam"] if np.isfinite(at) else g["lam"]
+        rows.append({"depth": int(L), "collapse_at": at, "collapse_lam_depth": at * int(L),
                      "kept_below": float(below.max()) if len(below) else float("nan")})
     return pd.DataFrame(rows)
 

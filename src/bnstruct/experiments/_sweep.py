@@ -274,24 +274,26 @@ def sweep_measure(sw: SweepConfig, runs: Sequence[Run], *, memo: Memo | None = N
 
 
 #: the composite depth sweep shared by claims 2-5, per mode.
-#: quick (unit-scale data, E||x||^2 = E||y||^2 = 1): lam 0.01 gives middle layers with exactly
-#: 2 singular values near 1 and s_3 ~ 0.01-0.05 at every depth 8..20, c1 = norm2 - 2L ~ 15-17
-#: constant, relative train error 4-6%; lam 0.005 fits better (1.5-2.5%) but leaves s_3 ~ 0.1-0.8
-#: over half of the middle window (not converged in this budget; L = 8 has 3 values near 1).
-#: Six depths for the two depth fits (claims 2, 3); deeper nets get 250 more steps per layer.
-#: Seeds: 3 per depth in quick and full (every verdict reads every net; per-depth numbers are
-#: mean ± standard error over seeds), 2 in smoke (exercises the path). Seed 0's run configs
-#: are the one-seed sweep's (same digests: earlier stores are reused).
+#: The protocol (docs/theory.md#regime-map): one fixed lam per sweep, so that within the
+#: task's rank the learned function's trade-off fit + lam R1 is the same at every depth (the
+#: depth expansion's slope is R0 of one function); lam L (the rank cost of a direction) spans
+#: 0.08-0.2 over the depths in both modes, inside the window the regime map measured (lam L =
+#: 0.05: unstructured; 0.2: structured; 0.8: collapsed to rank 1). lam = lam_depth / L was
+#: measured too: it keeps rank 2 everywhere but moves the function with depth (relative error
+#: 21% at L = 8, 4% at L = 20) and inflates the norm's slope (R0_hat 2.78 ± 0.05 at quick).
+#: Adam at adam_lr(width). quick (unit-scale data): four depths for the two depth fits, 125
+#: more steps per layer beyond L = 8. Seeds: 3 per depth in quick and full (every verdict
+#: reads every net; per-depth numbers are mean ± standard error over seeds), 2 in smoke.
 SWEEPS: dict[str, SweepConfig] = {
     "smoke": SweepConfig(task_kwargs=(("k", 2), ("n_train", 64)), depths=(3, 4, 5), width=16,
-                         lam_depth=0.05, steps=300, seeds=(0, 1)),
-    "quick": SweepConfig(depths=(8, 10, 12, 14, 16, 20), lam_depth=0.2, steps=6000,
-                         steps_per_layer=250, seeds=(0, 1, 2)),
-    # full: the paper's width (200) and depth (25; 2305.19008's first experiment), the
-    # follow-ups' final penalty (docs/theory.md#setups: weight decay warm-up to 0.005; here
-    # lam = 0.005), sized to train with everything else in <= 60 min on a 2-core CPU (4 depths
-    # x 3 seeds)
-    "full": SweepConfig(depths=(10, 15, 20, 25), width=200, lam_depth=0.2, steps=8000,
+                         steps=300, seeds=(0, 1)),
+    "quick": SweepConfig(depths=(8, 12, 16, 20), lam=0.01, steps=6000,
+                         steps_per_layer=125, seeds=(0, 1, 2)),
+    # full: the paper's width (200) and depth (25; 2305.19008's first experiment), lam L in
+    # the quick sweep's window (0.08 at L = 10 to 0.2 at L = 25; lam = 0.005 left L = 10
+    # unstructured), Adam at 8.5e-4 (adam_lr(200): at 1.5e-3 one of three L = 25 nets
+    # collapsed to rank 1), sized to train with everything else in <= 60 min on a 2-core CPU
+    "full": SweepConfig(depths=(10, 15, 20, 25), width=200, lam=0.008, steps=8000,
                         steps_per_layer=200, seeds=(0, 1, 2)),
 }
 
